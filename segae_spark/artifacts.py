@@ -1,0 +1,171 @@
+"""The model directory: what a fitted SegmentAEModel is on disk.
+
+::
+
+    model_dir/
+      manifest.json        format version, library and dependency versions,
+                           feature schema, params, per-segment training error
+                           statistics (thresholds follow from them), checksums
+      metadata/            pyspark's DefaultParams metadata, so the model loads
+                           as a stage of a saved pyspark.ml PipelineModel
+      preprocessing/       Spark ML PipelineModel (impute, encode, scale)
+      segmenter/           Spark ML clustering model
+      models/NAME.npz      weights for the numpy scoring engine
+      models/NAME.keras    the same model for Keras users
+
+No pickle anywhere: loading reads JSON, Parquet and ``.npz`` with
+``allow_pickle=False``, so a model directory cannot run code. Every file is
+checked against the manifest's SHA-256 before use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+
+from pyarrow import fs as pafs
+from pyspark.ml import PipelineModel
+from pyspark.ml.util import DefaultParamsWriter
+
+from segae_spark import __version__
+from segae_spark.clustering import load_segmenter
+from segae_spark.errors import ArtifactError
+from segae_spark.features.schema import FeatureSpec
+from segae_spark.training.segments import TrainedModel
+
+FORMAT = "segae-spark-model"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+_SKIP_CHECKSUM = (".crc", "_SUCCESS")
+
+
+@dataclass
+class ModelArtifact:
+    """The learned state of a SegmentAEModel, independent of where it is stored."""
+
+    spec: FeatureSpec
+    feature_names: list[str]
+    preprocessing: PipelineModel
+    segmenter: object
+    models: dict[str, TrainedModel]
+    segments: list[dict]
+    training: dict = field(default_factory=dict)
+
+
+def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in path:
+        return pafs.FileSystem.from_uri(path)
+    return pafs.LocalFileSystem(), os.path.abspath(path)
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "segae_spark": __version__}
+    for dist in ("pyspark", "numpy", "pyarrow", "pandas", "keras", "tensorflow", "tensorflow-cpu", "deltalake"):
+        try:
+            versions[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _checksums(filesystem: pafs.FileSystem, root: str) -> dict[str, str]:
+    sums = {}
+    for info in filesystem.get_file_info(pafs.FileSelector(root, recursive=True)):
+        relative = os.path.relpath(info.path, root)
+        if info.type != pafs.FileType.File or relative == MANIFEST or info.base_name.endswith(_SKIP_CHECKSUM):
+            continue
+        with filesystem.open_input_stream(info.path) as stream:
+            sums[relative] = hashlib.sha256(stream.readall()).hexdigest()
+    return dict(sorted(sums.items()))
+
+
+def write_artifact(path: str, model, spark) -> None:
+    """Write ``model`` (a fitted SegmentAEModel) as a model directory at ``path``."""
+    artifact: ModelArtifact = model.artifact
+    filesystem, root = _filesystem(path)
+    info = filesystem.get_file_info(root)
+    if info.type != pafs.FileType.NotFound and filesystem.get_file_info(f"{root}/{MANIFEST}").type != pafs.FileType.NotFound:
+        raise ArtifactError(f"{path} already holds a model; use model.write().overwrite().save(path) to replace it")
+    DefaultParamsWriter.saveMetadata(model, path, spark)
+    artifact.preprocessing.write().overwrite().save(f"{path}/preprocessing")
+    artifact.segmenter.write().overwrite().save(f"{path}/segmenter")
+    filesystem.create_dir(f"{root}/models", recursive=True)
+    for name, trained in artifact.models.items():
+        for suffix, blob in ((".npz", trained.npz), (".keras", trained.keras)):
+            with filesystem.open_output_stream(f"{root}/models/{name}{suffix}") as out:
+                out.write(blob)
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_id": model.model_id,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": _versions(),
+        "features": {**artifact.spec.to_dict(), "names": artifact.feature_names, "size": len(artifact.feature_names)},
+        "params": model.param_values(),
+        "segments": artifact.segments,
+        "models": {name: m.training for name, m in artifact.models.items()},
+        "training": artifact.training,
+        "checksums": _checksums(filesystem, root),
+    }
+    with filesystem.open_output_stream(f"{root}/{MANIFEST}") as out:
+        out.write(json.dumps(manifest, indent=2, sort_keys=True).encode())
+
+
+def read_manifest(path: str) -> dict:
+    """Read and check the manifest of the model directory at ``path``."""
+    filesystem, root = _filesystem(path)
+    try:
+        with filesystem.open_input_stream(f"{root}/{MANIFEST}") as stream:
+            manifest = json.loads(stream.readall())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} is not a segae-spark model directory: {MANIFEST} not found") from None
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path}/{MANIFEST} is not valid JSON: {exc}") from None
+    if manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{path}/{MANIFEST} is not a {FORMAT} manifest (format={manifest.get('format')!r})")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path} has model format version {version!r}; this segae-spark {__version__} reads up to {FORMAT_VERSION}"
+        )
+    return manifest
+
+
+def verify_checksums(path: str, manifest: dict) -> None:
+    filesystem, root = _filesystem(path)
+    expected = manifest.get("checksums", {})
+    actual = _checksums(filesystem, root)
+    missing = sorted(set(expected) - set(actual))
+    changed = sorted(name for name in expected if name in actual and actual[name] != expected[name])
+    if missing or changed:
+        raise ArtifactError(f"model directory {path} is damaged: missing files {missing}, changed files {changed}")
+
+
+def read_artifact(path: str) -> tuple[ModelArtifact, dict]:
+    """Load the model directory at ``path``: (learned state, params)."""
+    manifest = read_manifest(path)
+    verify_checksums(path, manifest)
+    filesystem, root = _filesystem(path)
+    models = {}
+    for name, training in manifest["models"].items():
+        blobs = []
+        for suffix in (".npz", ".keras"):
+            with filesystem.open_input_stream(f"{root}/models/{name}{suffix}") as stream:
+                blobs.append(stream.readall())
+        models[name] = TrainedModel(name, blobs[0], blobs[1], training)
+    features = manifest["features"]
+    artifact = ModelArtifact(
+        spec=FeatureSpec.from_dict(features),
+        feature_names=list(features["names"]),
+        preprocessing=PipelineModel.load(f"{path}/preprocessing"),
+        segmenter=load_segmenter(f"{path}/segmenter"),
+        models=models,
+        segments=manifest["segments"],
+        training=manifest.get("training", {}),
+    )
+    return artifact, manifest["params"]

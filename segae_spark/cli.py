@@ -1,0 +1,219 @@
+"""The ``segae-spark`` command: demo, generate, train, score, evaluate.
+
+Thin by design: parse, validate, call the library, print. Errors the user can
+fix (SegaeError) become one line on stderr and exit code 2; ``--debug`` keeps
+the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+from segae_spark.errors import SegaeError
+from segae_spark.progress import configure_logging, logger
+
+TRANSACTIONS_APP_ID = "segae-spark-score"
+
+
+def _session(args, config: dict):
+    from segae_spark.session import get_or_create_session, parse_spark_conf
+
+    conf = {str(k): str(v) for k, v in (config.get("spark") or {}).items()}
+    conf.update(parse_spark_conf(args.spark_conf))
+    return get_or_create_session(conf)
+
+
+def _load_model(path: str):
+    from segae_spark.pipeline import SegmentAEModel
+
+    return SegmentAEModel.load(path)
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return number
+
+
+def cmd_generate(args) -> int:
+    from segae_spark.data import generate_transactions
+    from segae_spark.io import write_table
+
+    spark = _session(args, {})
+    df = generate_transactions(spark, args.rows, seed=args.seed, fraud_rate=args.fraud_rate, days=args.days)
+    result = write_table(df, args.out, mode=args.mode, partition_by=["event_date"])
+    print(f"wrote {args.rows:,} transactions to {args.out} (Delta version {result.version})")
+    return 0
+
+
+def _train(spark, input_path: str, config: dict, label_col: str | None):
+    from segae_spark.config import to_params
+    from segae_spark.io import read_table
+    from segae_spark.pipeline import SegmentAE
+
+    params = to_params(config)
+    if label_col:
+        params["labelCol"] = label_col
+    return SegmentAE(**params).fit(read_table(spark, input_path))
+
+
+def cmd_train(args) -> int:
+    from segae_spark.config import load_config
+
+    config = load_config(args.config)
+    spark = _session(args, config)
+    model = _train(spark, args.input, config, args.label_col)
+    writer = model.write()
+    if args.overwrite:
+        writer = writer.overwrite()
+    writer.save(args.model_dir)
+    print(f"model {model.model_id} saved to {args.model_dir}")
+    _print_segments(model.segment_summary())
+    return 0
+
+
+def _score_and_write(model, df, output: str, mode: str, partition_by: list[str] | None):
+    from segae_spark.io import write_table
+
+    scored = model.transform(df)
+    return write_table(
+        scored,
+        output,
+        mode=mode,
+        partition_by=partition_by,
+        commit_metadata={"segae_spark.model_id": model.model_id},
+    )
+
+
+def cmd_score(args) -> int:
+    from segae_spark.io import read_table
+
+    spark = _session(args, {})
+    model = _load_model(args.model_dir)
+    if args.threshold_ratio is not None:
+        model.setThresholdRatio(args.threshold_ratio)
+    df = read_table(spark, args.input)
+    partition_by = [args.partition_by] if args.partition_by else None
+    result = _score_and_write(model, df, args.output, args.mode, partition_by)
+    print(f"scored {args.input} with model {model.model_id} -> {args.output} (Delta version {result.version}, {result.files} files)")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from segae_spark.evaluation import evaluate
+    from segae_spark.io import read_table
+
+    spark = _session(args, {})
+    model = _load_model(args.model_dir)
+    if args.threshold_ratio is not None:
+        model.setThresholdRatio(args.threshold_ratio)
+    metrics = evaluate(model.transform(read_table(spark, args.input)), args.label_col)
+    text = json.dumps(metrics, indent=2)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    print(text)
+    return 0
+
+
+def _print_segments(segments: list[dict]) -> None:
+    print(f"  {'segment':>7}  {'train rows':>10}  {'model':<10}  {'threshold':>10}")
+    for seg in segments:
+        print(f"  {seg['segment']:>7}  {seg['rows']:>10,}  {seg['model']:<10}  {seg['threshold']:>10.5f}")
+
+
+def cmd_demo(args) -> int:
+    from segae_spark.config import load_config
+    from segae_spark.demo import run_demo
+
+    config = load_config(args.config) if args.config else None
+    summary = run_demo(
+        spark=_session(args, config or {}),
+        rows=args.rows,
+        workdir=args.workdir,
+        seed=args.seed,
+        threshold_ratio=args.threshold_ratio,
+        config=config,
+    )
+    print(summary.render())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--spark-conf", action="append", metavar="KEY=VALUE", help="Spark setting for a local session (repeatable)")
+    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    common.add_argument("--quiet", action="store_true", help="only warnings and the result")
+
+    parser = argparse.ArgumentParser(prog="segae-spark", description="Segment-wise autoencoder anomaly detection on Spark.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", parents=[common], help="generate data, train, score and evaluate end to end")
+    p.add_argument("--rows", type=_positive, default=200_000, help="synthetic transactions to generate (default 200000)")
+    p.add_argument("--workdir", default="demo_output", help="where tables and the model go (default ./demo_output)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--threshold-ratio", type=float, default=None, help="override the demo's threshold ratio")
+    p.add_argument("--config", help="YAML config replacing the demo's (see conf/demo.yaml)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("generate", parents=[common], help="write synthetic transactions as a Delta table")
+    p.add_argument("--rows", type=_positive, required=True)
+    p.add_argument("--out", required=True, help="Delta table path")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--fraud-rate", type=float, default=0.01)
+    p.add_argument("--days", type=_positive, default=90)
+    p.add_argument("--mode", choices=["error", "append", "overwrite"], default="error")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("train", parents=[common], help="fit a SegmentAE model and save it")
+    p.add_argument("--input", required=True, help="Delta directory, Parquet or CSV")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--label-col", help="0/1 label; only label==0 rows train")
+    p.add_argument("--config", help="YAML config (see conf/train.yaml)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("score", parents=[common], help="score a table and write it as Delta")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--input", required=True)
+    p.add_argument("--output", required=True, help="Delta table path")
+    p.add_argument("--mode", choices=["error", "append", "overwrite"], default="error")
+    p.add_argument("--partition-by", help="partition column of a new output table, e.g. event_date")
+    p.add_argument("--threshold-ratio", type=float, default=None, help="override the model's threshold ratio")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("evaluate", parents=[common], help="score a labelled table and print metrics")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--input", required=True)
+    p.add_argument("--label-col", required=True)
+    p.add_argument("--json", help="also write the metrics JSON to this file")
+    p.add_argument("--threshold-ratio", type=float, default=None, help="override the model's threshold ratio")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    configure_logging(level)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    start = time.perf_counter()
+    try:
+        code = args.func(args)
+    except SegaeError as exc:
+        if args.debug:
+            raise
+        print(f"segae-spark {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    logger.info("%s finished in %.1fs", args.command, time.perf_counter() - start)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The YAML config shared by the CLI and the spark-submit jobs.
+
+One schema, validated before any Spark work starts: an unknown key or a value
+of the wrong type is a ConfigError naming the dotted key and what was expected.
+``to_params`` maps a validated config to SegmentAE's Params.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import yaml
+
+from segae_spark.errors import ConfigError
+
+# key -> expected type, or a nested schema; "autoencoder" and "spark" are free
+# mappings checked by their consumers (DenseAutoencoderConfig, Spark).
+SCHEMA: dict[str, Any] = {
+    "label_col": str,
+    "seed": int,
+    "features": {"numeric": list, "categorical": list, "exclude": list, "id_col": str, "date_col": str},
+    "preprocessing": {"impute_strategy": str, "scaler": str},
+    "clustering": {"model": str, "n_clusters": int},
+    "autoencoder": dict,
+    "training": {"max_rows_per_segment": int, "min_rows_per_segment": int},
+    "threshold": {"metric": str, "ratio": (int, float)},
+    "spark": dict,
+}
+
+# dotted config key -> SegmentAE Param name
+PARAM_NAMES = {
+    "label_col": "labelCol",
+    "seed": "seed",
+    "features.numeric": "numericCols",
+    "features.categorical": "categoricalCols",
+    "features.exclude": "excludeCols",
+    "features.id_col": "idCol",
+    "features.date_col": "dateCol",
+    "preprocessing.impute_strategy": "imputeStrategy",
+    "preprocessing.scaler": "scaler",
+    "clustering.model": "clusterModel",
+    "clustering.n_clusters": "nClusters",
+    "autoencoder": "autoencoder",
+    "training.max_rows_per_segment": "maxRowsPerSegment",
+    "training.min_rows_per_segment": "minRowsPerSegment",
+    "threshold.metric": "thresholdMetric",
+    "threshold.ratio": "thresholdRatio",
+}
+
+
+def _type_name(expected) -> str:
+    if isinstance(expected, tuple):
+        return " or ".join(t.__name__ for t in expected)
+    return "mapping" if expected is dict else expected.__name__
+
+
+def _check(value: Any, schema: Mapping[str, Any], prefix: str) -> None:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(value).__name__}")
+    for key, item in value.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in schema:
+            raise ConfigError(f"unknown config key {dotted!r}; allowed here: {sorted(schema)}")
+        expected = schema[key]
+        if isinstance(expected, dict):
+            _check(item, expected, dotted)
+        elif isinstance(item, bool) and expected is not bool or not isinstance(item, expected):
+            raise ConfigError(f"config key {dotted!r} must be a {_type_name(expected)}, got {item!r}")
+
+
+def validate_config(config: Mapping[str, Any] | None) -> dict:
+    """Check ``config`` against the schema and return it as a plain dict."""
+    config = dict(config or {})
+    _check(config, SCHEMA, "")
+    return config
+
+
+def load_config(path: str | None) -> dict:
+    """Read and validate a YAML config file (``None`` gives an empty config)."""
+    if path is None:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    return validate_config(data or {})
+
+
+def _lookup(config: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def to_params(config: Mapping[str, Any]) -> dict[str, Any]:
+    """SegmentAE keyword arguments for every key present in ``config``."""
+    params = {}
+    for dotted, name in PARAM_NAMES.items():
+        present, value = _lookup(config, dotted)
+        if present:
+            params[name] = value
+    return params

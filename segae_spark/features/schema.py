@@ -1,0 +1,105 @@
+"""Which input columns are features, and of which kind.
+
+SegmentAE silently left narrow integer columns (int16, uint8) unscaled because
+it picked "numeric" columns by a short list of dtypes. Here every Spark numeric
+type (byte, short, int, long, float, double, decimal) and boolean is numeric;
+strings are categorical; dates, timestamps and nested types are never features
+unless the user names them, in which case we refuse them with a clear error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyspark.sql.types import (
+    BooleanType,
+    DataType,
+    NumericType,
+    StringType,
+    StructType,
+)
+
+from segae_spark.errors import SchemaError
+
+
+def is_numeric_type(data_type: DataType) -> bool:
+    return isinstance(data_type, (NumericType, BooleanType))
+
+
+def is_categorical_type(data_type: DataType) -> bool:
+    return isinstance(data_type, StringType)
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """The resolved feature columns of a table, in a fixed order."""
+
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    types: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.numeric + self.categorical
+
+    def to_dict(self) -> dict:
+        return {"numeric": list(self.numeric), "categorical": list(self.categorical), "types": dict(self.types)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FeatureSpec":
+        return cls(tuple(data["numeric"]), tuple(data["categorical"]), dict(data.get("types", {})))
+
+    def check_input(self, schema: StructType) -> None:
+        """Raise SchemaError if ``schema`` lacks a feature column or changed its kind."""
+        by_name = {f.name: f.dataType for f in schema.fields}
+        missing = [c for c in self.columns if c not in by_name]
+        if missing:
+            raise SchemaError(
+                f"input is missing feature column(s) {missing}; the model was trained on {list(self.columns)}"
+            )
+        wrong = [c for c in self.numeric if not is_numeric_type(by_name[c])]
+        wrong += [c for c in self.categorical if not (is_categorical_type(by_name[c]) or is_numeric_type(by_name[c]))]
+        if wrong:
+            detail = ", ".join(f"{c}: {by_name[c].simpleString()} (trained as {self.types.get(c, '?')})" for c in wrong)
+            raise SchemaError(f"feature column(s) changed type: {detail}")
+
+
+def resolve_features(
+    schema: StructType,
+    numeric: list[str] | None = None,
+    categorical: list[str] | None = None,
+    exclude: list[str] | None = None,
+) -> FeatureSpec:
+    """Pick the feature columns of ``schema``.
+
+    Explicit ``numeric`` / ``categorical`` lists win; when both are empty every
+    column not in ``exclude`` is classified by its type, and columns of other
+    types (dates, timestamps, arrays) are skipped.
+    """
+    by_name = {f.name: f.dataType for f in schema.fields}
+    excluded = set(exclude or [])
+    for name in list(numeric or []) + list(categorical or []) + list(exclude or []):
+        if name not in by_name:
+            raise SchemaError(f"column {name!r} named in the feature config is not in the input; columns: {list(by_name)}")
+    if numeric or categorical:
+        num = [c for c in (numeric or []) if c not in excluded]
+        cat = [c for c in (categorical or []) if c not in excluded]
+        bad = [c for c in num if not is_numeric_type(by_name[c])]
+        if bad:
+            raise SchemaError(
+                "numeric feature column(s) " + ", ".join(f"{c} ({by_name[c].simpleString()})" for c in bad)
+                + " are not numeric; list them as categorical or cast them"
+            )
+        bad = [c for c in cat if not (is_categorical_type(by_name[c]) or is_numeric_type(by_name[c]))]
+        if bad:
+            raise SchemaError(
+                "categorical feature column(s) " + ", ".join(f"{c} ({by_name[c].simpleString()})" for c in bad)
+                + " must be strings or integer codes"
+            )
+    else:
+        num = [n for n, t in by_name.items() if n not in excluded and is_numeric_type(t)]
+        cat = [n for n, t in by_name.items() if n not in excluded and is_categorical_type(t)]
+    if not num and not cat:
+        raise SchemaError(f"no feature columns left after excluding {sorted(excluded)}; columns: {list(by_name)}")
+    types = {c: by_name[c].simpleString() for c in num + cat}
+    return FeatureSpec(tuple(num), tuple(cat), types)

@@ -1,0 +1,237 @@
+"""Read and write tables: Delta, Parquet, CSV.
+
+The public entry points of the I/O layer. They validate every argument before
+touching data (ConfigError / SchemaError / TableNotFoundError name what is
+wrong), detect the format of an existing path, and route Delta to delta-spark
+when the session has it, else to delta-rs (:mod:`delta_rs`), so the same code
+runs on Databricks and on a laptop without JVM packages.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import pyarrow.fs as pafs
+from pyspark.sql import DataFrame, SparkSession
+
+from segae_spark.errors import ConfigError, TableExistsError, TableNotFoundError
+from segae_spark.io import delta_native, delta_rs, schemas
+from segae_spark.io.paths import TablePath, check_format, detect_format, exists, is_delta_table, resolve
+from segae_spark.session import has_native_delta
+
+logger = logging.getLogger("segae_spark")
+
+WRITE_MODES = ("append", "overwrite", "error")
+# Keys delta-rs generates itself, plus the one we use to find our commit.
+_RESERVED_COMMIT_KEYS = frozenset({"timestamp", "operation", "engineInfo", "segaeWriteId"})
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What :func:`write_table` did.
+
+    ``version`` is the committed Delta version (None for Parquet/CSV and for a
+    skipped write); ``skipped`` is True when the txn was already committed, in
+    which case nothing was written; ``rows`` is None when not known (Parquet/CSV).
+    """
+
+    path: str
+    format: str
+    version: int | None
+    skipped: bool
+    files: int
+    rows: int | None
+
+
+def read_table(spark: SparkSession, path: str, format: str | None = None, version: int | None = None) -> DataFrame:
+    """Read a Delta, Parquet or CSV table; ``format=None`` detects it from the files.
+
+    ``version`` (Delta only) reads an older snapshot (time travel). CSV is read
+    with a header row and inferred column types.
+    """
+    fmt = check_format(format)
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 0):
+        raise ConfigError(f"version must be a non-negative integer, got {version!r}")
+    native = has_native_delta(spark)
+    table = _resolve(path, lenient=native and fmt is not None)
+    if table is not None:
+        if fmt is None:
+            fmt = detect_format(table)
+        elif not exists(table):
+            raise TableNotFoundError(f"no table at {table.path}: the path does not exist")
+    if version is not None and fmt != "delta":
+        raise ConfigError(f"version= is only valid for Delta tables; {path} is read as {fmt}")
+    location = table.path if table is not None else path
+    if fmt == "delta":
+        if table is not None and not is_delta_table(table):
+            raise TableNotFoundError(f"{table.path} is not a Delta table (no _delta_log directory)")
+        if native:
+            return delta_native.read(spark, location, version)
+        return delta_rs.read(spark, table, version)
+    if table is not None and is_delta_table(table):
+        # Its directory also holds files that older versions removed.
+        raise ConfigError(f"{table.path} is a Delta table; read it with format='delta' (or None), not {fmt!r}")
+    if fmt == "parquet":
+        return spark.read.parquet(location)
+    return spark.read.option("header", "true").option("inferSchema", "true").csv(location)
+
+
+def write_table(
+    df: DataFrame,
+    path: str,
+    mode: str = "error",
+    partition_by: list[str] | None = None,
+    txn: tuple[str, int] | None = None,
+    format: str = "delta",
+    commit_metadata: dict[str, str] | None = None,
+) -> WriteResult:
+    """Write ``df`` to a table; a Delta write is one atomic commit.
+
+    ``mode``: "error" (fail if a table exists), "append", or "overwrite".
+    ``txn=(app_id, version)`` makes a Delta write idempotent: when the table
+    already holds that app's transaction at ``version`` or later the write is
+    skipped, so a retried job never duplicates rows. ``commit_metadata`` is
+    stored in the Delta commit info.
+    """
+    start = time.perf_counter()
+    fmt = check_format(format)
+    if fmt is None:
+        raise ConfigError("format must be one of delta, parquet, csv for a write, got None")
+    if mode not in WRITE_MODES:
+        raise ConfigError(f"mode must be one of {', '.join(WRITE_MODES)}, got {mode!r}")
+    partition_by = _check_partition_by(partition_by)
+    _check_txn(txn)
+    _check_commit_metadata(commit_metadata)
+    if fmt != "delta" and (txn is not None or commit_metadata):
+        raise ConfigError(f"txn and commit_metadata need a Delta table; format is {fmt}")
+
+    spark = df.sparkSession
+    if fmt == "delta" and has_native_delta(spark):
+        if partition_by:
+            schemas.check_partition_columns(df.schema, partition_by)
+        table = _resolve(path, lenient=True)
+        location = table.path if table is not None else path
+        done = delta_native.write(df, location, mode, partition_by, txn, commit_metadata)
+        result = WriteResult(location, fmt, done.version, done.skipped, done.files, done.rows)
+    elif fmt == "delta":
+        table = resolve(path)
+        if mode == "error" and is_delta_table(table):
+            raise TableExistsError(f"a Delta table already exists at {table.path}; use mode='append' or 'overwrite'")
+        df, dt, partitions = delta_rs.prepare_write(df, table, mode, partition_by)
+        done = delta_rs.write(df, table, mode, dt, partitions, txn, commit_metadata)
+        result = WriteResult(table.path, fmt, done.version, done.skipped, done.files, done.rows)
+    else:
+        result = _write_files(df, resolve(path), fmt, mode, partition_by)
+
+    logger.info(
+        "write_table path=%s format=%s mode=%s files=%d rows=%s version=%s skipped=%s seconds=%.2f",
+        result.path,
+        result.format,
+        mode,
+        result.files,
+        result.rows,
+        result.version,
+        result.skipped,
+        time.perf_counter() - start,
+    )
+    return result
+
+
+def table_version(path: str) -> int | None:
+    """The latest version of the Delta table at ``path``, or None when there is none."""
+    table = resolve(path)
+    if not is_delta_table(table):
+        return None
+    dt = delta_rs.open_table(table)
+    return None if dt is None else dt.version()
+
+
+def table_row_count(spark: SparkSession, path: str, format: str | None = None, version: int | None = None) -> int:
+    """Rows in a table; for Delta from the log's file statistics when every file has them."""
+    fmt = check_format(format)
+    if not has_native_delta(spark) and fmt in (None, "delta"):
+        table = resolve(path)
+        if is_delta_table(table):
+            counted = delta_rs.row_count(table, version)
+            if counted is not None:
+                return counted
+    return read_table(spark, path, format=format, version=version).count()
+
+
+def _write_files(df: DataFrame, table: TablePath, fmt: str, mode: str, partition_by: list[str] | None) -> WriteResult:
+    """Parquet / CSV through Spark's own writer (not atomic: that is what Delta is for)."""
+    present = exists(table)
+    if present and is_delta_table(table):
+        # An overwrite would delete _delta_log; an append would add files Delta never sees.
+        raise ConfigError(f"{table.path} is a Delta table; write to it with format='delta', not {fmt!r}")
+    if mode == "error" and present:
+        raise TableExistsError(f"{table.path} already exists; use mode='append' or 'overwrite'")
+    if partition_by:
+        schemas.check_partition_columns(df.schema, partition_by)
+    before = _data_files(table) if present and mode == "append" else set()
+    writer = df.write.format(fmt).mode("errorifexists" if mode == "error" else mode)
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    if fmt == "csv":
+        writer = writer.option("header", "true")
+    writer.save(table.path)
+    files = len(_data_files(table) - before)
+    return WriteResult(table.path, fmt, None, False, files, None)
+
+
+def _data_files(table: TablePath) -> set[str]:
+    fs = table.filesystem()
+    found = set()
+    for entry in fs.get_file_info(pafs.FileSelector(table.fs_path, recursive=True, allow_not_found=True)):
+        relative = entry.path[len(table.fs_path) :].strip("/")
+        if entry.type == pafs.FileType.File and not any(p.startswith(("_", ".")) for p in relative.split("/")):
+            found.add(relative)
+    return found
+
+
+def _resolve(path: str, lenient: bool) -> TablePath | None:
+    """Resolve ``path``; with ``lenient``, None for a scheme pyarrow cannot open (e.g. dbfs:)."""
+    try:
+        return resolve(path)
+    except ConfigError:
+        if lenient and isinstance(path, str) and path.strip():
+            return None
+        raise
+
+
+def _check_partition_by(partition_by: list[str] | None) -> list[str] | None:
+    if partition_by is None:
+        return None
+    if isinstance(partition_by, str) or not all(isinstance(c, str) for c in partition_by):
+        raise ConfigError(f"partition_by must be a list of column names, got {partition_by!r}")
+    return list(partition_by)
+
+
+def _check_txn(txn: tuple[str, int] | None) -> None:
+    if txn is None:
+        return
+    valid = (
+        isinstance(txn, (tuple, list))
+        and len(txn) == 2
+        and isinstance(txn[0], str)
+        and txn[0].strip() != ""
+        and isinstance(txn[1], int)
+        and not isinstance(txn[1], bool)
+        and txn[1] >= 0
+    )
+    if not valid:
+        raise ConfigError(f"txn must be (app_id: non-empty str, version: non-negative int), got {txn!r}")
+
+
+def _check_commit_metadata(commit_metadata: dict[str, str] | None) -> None:
+    if commit_metadata is None:
+        return
+    if not isinstance(commit_metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in commit_metadata.items()
+    ):
+        raise ConfigError(f"commit_metadata must be a dict of str to str, got {commit_metadata!r}")
+    reserved = sorted(_RESERVED_COMMIT_KEYS & set(commit_metadata))
+    if reserved:
+        raise ConfigError(f"commit_metadata keys {reserved} are reserved by the Delta commit info")

@@ -1,0 +1,72 @@
+"""The Params shared by the SegmentAE estimator and its fitted model.
+
+Declared once, as pyspark.ml does (``pyspark/ml/param/shared.py``), so the
+Estimator and the Model expose the same getters and a fitted model keeps the
+settings it was trained with. Names follow SegmentAE where it has one
+(``thresholdRatio``, ``thresholdMetric``).
+"""
+
+from __future__ import annotations
+
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import HasSeed
+
+
+def _dict(value):
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a dict, got {type(value).__name__}")
+    return dict(value)
+
+
+class SegmentAEParams(HasSeed):
+    """Params of :class:`SegmentAE` and :class:`SegmentAEModel`."""
+
+    numericCols = Param(Params._dummy(), "numericCols", "numeric feature columns; empty = every numeric column", TypeConverters.toListString)
+    categoricalCols = Param(Params._dummy(), "categoricalCols", "categorical feature columns; empty = every string column", TypeConverters.toListString)
+    excludeCols = Param(Params._dummy(), "excludeCols", "columns never used as features", TypeConverters.toListString)
+    labelCol = Param(Params._dummy(), "labelCol", "0/1 label column; when set, only label==0 rows train; empty = none", TypeConverters.toString)
+    idCol = Param(Params._dummy(), "idCol", "row id column, excluded from features; empty = none", TypeConverters.toString)
+    dateCol = Param(Params._dummy(), "dateCol", "event date column, excluded from features; empty = none", TypeConverters.toString)
+    imputeStrategy = Param(Params._dummy(), "imputeStrategy", "numeric imputation: mean, median or mode", TypeConverters.toString)
+    scaler = Param(Params._dummy(), "scaler", "feature scaler: minmax or standard", TypeConverters.toString)
+    clusterModel = Param(Params._dummy(), "clusterModel", "clustering algorithm: kmeans", TypeConverters.toString)
+    nClusters = Param(Params._dummy(), "nClusters", "number of segments (>= 2)", TypeConverters.toInt)
+    autoencoder = Param(Params._dummy(), "autoencoder", "Dense autoencoder settings (see DenseAutoencoderConfig)", _dict)
+    maxRowsPerSegment = Param(Params._dummy(), "maxRowsPerSegment", "training rows sampled per segment (bounded, seeded)", TypeConverters.toInt)
+    minRowsPerSegment = Param(Params._dummy(), "minRowsPerSegment", "segments with fewer training rows use the global model", TypeConverters.toInt)
+    thresholdRatio = Param(Params._dummy(), "thresholdRatio", "threshold = mean train error of the segment x this ratio", TypeConverters.toFloat)
+    thresholdMetric = Param(Params._dummy(), "thresholdMetric", "reconstruction error: mse, mae, rmse or max_error", TypeConverters.toString)
+    segmentCol = Param(Params._dummy(), "segmentCol", "output column: segment id", TypeConverters.toString)
+    scoreCol = Param(Params._dummy(), "scoreCol", "output column: reconstruction error", TypeConverters.toString)
+    thresholdCol = Param(Params._dummy(), "thresholdCol", "output column: the row's segment threshold", TypeConverters.toString)
+    predictionCol = Param(Params._dummy(), "predictionCol", "output column: 1 if the score exceeds the threshold", TypeConverters.toString)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._setDefault(
+            numericCols=[],
+            categoricalCols=[],
+            excludeCols=[],
+            labelCol="",
+            idCol="transaction_id",
+            dateCol="event_date",
+            imputeStrategy="median",
+            scaler="minmax",
+            clusterModel="kmeans",
+            nClusters=4,
+            autoencoder={},
+            maxRowsPerSegment=20000,
+            minRowsPerSegment=200,
+            thresholdRatio=1.0,
+            thresholdMetric="mse",
+            segmentCol="segment",
+            scoreCol="anomaly_score",
+            thresholdCol="threshold",
+            predictionCol="is_anomaly",
+            seed=42,
+        )
+
+    def param_values(self) -> dict:
+        """All params (set or default) as a JSON-ready dict keyed by name."""
+        return {param.name: value for param, value in self.extractParamMap().items()}
+

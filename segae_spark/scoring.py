@@ -1,0 +1,133 @@
+"""The batch-scoring transform: one pass over Arrow batches, numpy on executors.
+
+Rows arrive with their segment and their preprocessed feature array; each
+Arrow batch is split by segment, pushed through that segment's autoencoder in
+numpy, and leaves with its reconstruction error, its segment's threshold and
+the flag. No shuffle, no collect: the output has exactly the input's rows.
+
+Weights travel as one broadcast of ``.npz`` bytes and are decoded once per
+Python worker process (a module-level cache keyed by model id), never once per
+batch. Nothing on this path imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Iterator, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import DataFrame
+from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
+
+from segae_spark.errors import ArtifactError
+from segae_spark.models.numpy_engine import NumpyAutoencoder
+from segae_spark.models.reconstruction import row_errors
+
+
+@dataclass(frozen=True)
+class OutputColumns:
+    """Names of the columns scoring adds (configurable to avoid clashes)."""
+
+    segment: str = "segment"
+    score: str = "anomaly_score"
+    threshold: str = "threshold"
+    prediction: str = "is_anomaly"
+
+    def names(self) -> list[str]:
+        return [self.segment, self.score, self.threshold, self.prediction]
+
+
+@dataclass(frozen=True)
+class ScoringPlan:
+    """Everything an executor needs besides the weights themselves."""
+
+    model_id: str
+    segment_models: Mapping[int, str]
+    thresholds: Mapping[int, float]
+    metric: str
+    features_col: str
+    segment_col: str
+    passthrough: tuple[str, ...]
+    outputs: OutputColumns
+
+
+# model id -> {model name -> engine}; lives as long as the Python worker process.
+_ENGINES: dict[str, dict[str, NumpyAutoencoder]] = {}
+
+
+def _engines(model_id: str, weights) -> dict[str, NumpyAutoencoder]:
+    engines = _ENGINES.get(model_id)
+    if engines is None:
+        _ENGINES.clear()  # one model per worker at a time keeps memory bounded
+        engines = {name: NumpyAutoencoder.from_npz_bytes(blob) for name, blob in weights.value.items()}
+        _ENGINES[model_id] = engines
+    return engines
+
+
+def _feature_matrix(column: pa.Array, rows: int) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    values = pc.list_flatten(column).to_numpy(zero_copy_only=False)
+    return values.astype(np.float32, copy=False).reshape(rows, -1) if rows else values.reshape(0, 0)
+
+
+def score_batch(batch: pa.RecordBatch, plan: ScoringPlan, engines: Mapping[str, NumpyAutoencoder]) -> pa.RecordBatch:
+    """Score one Arrow batch; pure function of the batch, the plan and the engines."""
+    rows = batch.num_rows
+    segments = batch.column(plan.segment_col).to_numpy(zero_copy_only=False).astype(np.int32)
+    scores = np.zeros(rows, dtype=np.float64)
+    thresholds = np.zeros(rows, dtype=np.float64)
+    if rows:
+        x = _feature_matrix(batch.column(plan.features_col), rows)
+        for segment in np.unique(segments):
+            segment = int(segment)
+            if segment not in plan.segment_models:
+                raise ArtifactError(f"row assigned to segment {segment}, which the model does not have")
+            idx = np.flatnonzero(segments == segment)
+            x_seg = x[idx]
+            x_hat = engines[plan.segment_models[segment]].predict(x_seg)
+            scores[idx] = row_errors(x_seg, x_hat, plan.metric)
+            thresholds[idx] = plan.thresholds[segment]
+    flags = (scores > thresholds).astype(np.int32)
+    out = plan.outputs
+    fields = [batch.schema.field(name) for name in plan.passthrough]
+    fields += [
+        pa.field(out.segment, pa.int32()),
+        pa.field(out.score, pa.float64()),
+        pa.field(out.threshold, pa.float64()),
+        pa.field(out.prediction, pa.int32()),
+    ]
+    arrays = [batch.column(name) for name in plan.passthrough]
+    arrays += [pa.array(segments), pa.array(scores), pa.array(thresholds), pa.array(flags)]
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _score_partition(batches: Iterator[pa.RecordBatch], plan: ScoringPlan, weights) -> Iterator[pa.RecordBatch]:
+    engines = _engines(plan.model_id, weights)
+    for batch in batches:
+        yield score_batch(batch, plan, engines)
+
+
+def output_schema(prepared: DataFrame, plan: ScoringPlan) -> StructType:
+    fields = [prepared.schema[name] for name in plan.passthrough]
+    out = plan.outputs
+    fields += [
+        StructField(out.segment, IntegerType(), False),
+        StructField(out.score, DoubleType(), False),
+        StructField(out.threshold, DoubleType(), False),
+        StructField(out.prediction, IntegerType(), False),
+    ]
+    return StructType(fields)
+
+
+def score(prepared: DataFrame, plan: ScoringPlan, weights) -> DataFrame:
+    """Add the score columns to ``prepared`` (which holds the features and segment).
+
+    ``weights`` is a broadcast of ``{model name: npz bytes}``.
+    """
+    return prepared.mapInArrow(
+        functools.partial(_score_partition, plan=plan, weights=weights), output_schema(prepared, plan)
+    )

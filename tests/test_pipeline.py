@@ -1,0 +1,108 @@
+"""SegmentAE / SegmentAEModel: fit, transform, persistence, Pipeline use."""
+
+import json
+
+import pytest
+from pyspark.ml import Pipeline, PipelineModel
+from pyspark.sql import functions as F
+
+from segae_spark.errors import ArtifactError, ConfigError, SchemaError
+from segae_spark.pipeline import SegmentAE, SegmentAEModel
+
+
+def _scores(df, id_col="transaction_id"):
+    return {r[id_col]: (r.segment, r.anomaly_score, r.is_anomaly) for r in df.select(id_col, "segment", "anomaly_score", "is_anomaly").collect()}
+
+
+def test_transform_adds_columns_and_keeps_rows(transactions, fitted_model):
+    scored = fitted_model.transform(transactions)
+    assert scored.columns == transactions.columns + ["segment", "anomaly_score", "threshold", "is_anomaly"]
+    assert scored.count() == transactions.count()
+    assert scored.select("transaction_id").distinct().count() == transactions.count()
+    stats = scored.agg(F.min("anomaly_score"), F.countDistinct("segment"), F.sum("is_anomaly")).first()
+    assert stats[0] >= 0 and stats[1] == 3 and 0 < stats[2] < transactions.count()
+    bad = scored.filter((F.col("anomaly_score") > F.col("threshold")) != (F.col("is_anomaly") == 1)).count()
+    assert bad == 0
+
+
+def test_thresholds_follow_the_ratio(fitted_model):
+    summary = fitted_model.segment_summary()
+    assert [s["segment"] for s in summary] == [0, 1, 2]
+    for s in summary:
+        assert s["threshold"] == pytest.approx(2.0 * s["train_errors"]["mean"])
+    copy = fitted_model.copy()
+    copy.setThresholdRatio(4.0)
+    assert copy.thresholds[0] == pytest.approx(2 * fitted_model.thresholds[0])
+
+
+def test_scores_do_not_depend_on_row_order_or_partitioning(transactions, fitted_model):
+    base = _scores(fitted_model.transform(transactions))
+    shuffled = transactions.orderBy(F.rand(3)).repartition(5)
+    again = _scores(fitted_model.transform(shuffled))
+    assert base.keys() == again.keys()
+    for key, (seg, score, flag) in base.items():
+        seg2, score2, flag2 = again[key]
+        assert seg == seg2 and flag == flag2 and score == pytest.approx(score2, rel=1e-6, abs=1e-9)
+
+
+def test_save_load_gives_identical_scores(transactions, fitted_model, saved_model_dir):
+    loaded = SegmentAEModel.load(saved_model_dir)
+    assert loaded.model_id == fitted_model.model_id
+    assert loaded.getOrDefault(loaded.thresholdRatio) == 2.0
+    assert _scores(loaded.transform(transactions)) == _scores(fitted_model.transform(transactions))
+    manifest = json.load(open(f"{saved_model_dir}/manifest.json"))
+    assert manifest["format_version"] == 1 and manifest["model_id"] == fitted_model.model_id
+    assert manifest["features"]["size"] == len(fitted_model.feature_names)
+    assert {"pyspark", "numpy", "keras"} <= set(manifest["versions"])
+    assert all(f"models/{s['model']}.npz" in manifest["checksums"] for s in manifest["segments"])
+
+
+def test_damaged_or_foreign_model_dirs_are_refused(saved_model_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(saved_model_dir, copy)
+    npz = next((copy / "models").glob("*.npz"))
+    npz.write_bytes(npz.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(ArtifactError, match="changed files"):
+        SegmentAEModel.load(str(copy))
+    with pytest.raises(ArtifactError, match="manifest.json not found"):
+        SegmentAEModel.load(str(tmp_path))
+    with pytest.raises(ArtifactError, match="already holds a model"):
+        SegmentAEModel.load(saved_model_dir).save(saved_model_dir)
+
+
+def test_same_seed_same_model_whatever_the_row_order(transactions, fitted_model):
+    estimator = SegmentAE(
+        labelCol="is_fraud", nClusters=3, autoencoder={"hidden_layers": [16, 8], "epochs": 8, "batch_size": 128},
+        maxRowsPerSegment=1500, minRowsPerSegment=50, thresholdRatio=2.0, seed=11,
+    )
+    again = estimator.fit(transactions.orderBy(F.rand(5)).repartition(3))
+    assert again.model_id == fitted_model.model_id
+
+
+def test_works_inside_a_pipeline_and_persists(spark, transactions, tmp_path):
+    small = transactions.limit(1500)
+    stage = SegmentAE(labelCol="is_fraud", nClusters=2, autoencoder={"hidden_layers": [4], "epochs": 2}, maxRowsPerSegment=300, minRowsPerSegment=20)
+    model = Pipeline(stages=[stage]).fit(small)
+    model.save(str(tmp_path / "pipe"))
+    reloaded = PipelineModel.load(str(tmp_path / "pipe"))
+    assert isinstance(reloaded.stages[0], SegmentAEModel)
+    assert _scores(reloaded.transform(small)) == _scores(model.transform(small))
+    SegmentAE(nClusters=5, thresholdRatio=3.0).save(str(tmp_path / "est"))
+    est = SegmentAE.load(str(tmp_path / "est"))
+    assert est.getOrDefault(est.nClusters) == 5 and est.getOrDefault(est.thresholdRatio) == 3.0
+
+
+def test_bad_inputs_fail_before_work(transactions, fitted_model):
+    with pytest.raises(SchemaError, match="labelCol 'nope'"):
+        SegmentAE(labelCol="nope").fit(transactions)
+    with pytest.raises(ConfigError, match="thresholdMetric"):
+        SegmentAE(thresholdMetric="huber").fit(transactions)
+    with pytest.raises(ConfigError, match="n_clusters"):
+        SegmentAE(labelCol="is_fraud", nClusters=1).fit(transactions)
+    with pytest.raises(SchemaError, match="amount"):
+        fitted_model.transform(transactions.drop("amount"))
+    scored = fitted_model.transform(transactions)
+    with pytest.raises(SchemaError, match="already has output column"):
+        fitted_model.transform(scored)
