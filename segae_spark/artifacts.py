@@ -12,6 +12,8 @@
       segmenter/           Spark ML clustering model
       models/NAME.npz      weights for the numpy scoring engine
       models/NAME.keras    the same model for Keras users
+      train_errors.npz     each segment's sorted training errors per metric, so
+                           threshold rules can change without retraining
 
 No pickle anywhere: loading reads JSON, Parquet and ``.npz`` with
 ``allow_pickle=False``, so a model directory cannot run code. Every file is
@@ -21,6 +23,7 @@ checked against the manifest's SHA-256 before use.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import platform
@@ -28,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 
+import numpy as np
 from pyarrow import fs as pafs
 from pyspark.ml import PipelineModel
 from pyspark.ml.util import DefaultParamsWriter
@@ -41,6 +45,7 @@ from segae_spark.training.segments import TrainedModel
 FORMAT = "segae-spark-model"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+TRAIN_ERRORS = "train_errors.npz"
 _SKIP_CHECKSUM = (".crc", "_SUCCESS")
 
 
@@ -54,6 +59,7 @@ class ModelArtifact:
     segmenter: object
     models: dict[str, TrainedModel]
     segments: list[dict]
+    train_errors: dict[int, dict[str, np.ndarray]]
     training: dict = field(default_factory=dict)
 
 
@@ -99,6 +105,17 @@ def write_artifact(path: str, model, spark) -> None:
         for suffix, blob in ((".npz", trained.npz), (".keras", trained.keras)):
             with filesystem.open_output_stream(f"{root}/models/{name}{suffix}") as out:
                 out.write(blob)
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        **{
+            f"segment_{seg}__{metric}": values
+            for seg, by_metric in sorted(artifact.train_errors.items())
+            for metric, values in sorted(by_metric.items())
+        },
+    )
+    with filesystem.open_output_stream(f"{root}/{TRAIN_ERRORS}") as out:
+        out.write(buffer.getvalue())
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -159,6 +176,12 @@ def read_artifact(path: str) -> tuple[ModelArtifact, dict]:
                 blobs.append(stream.readall())
         models[name] = TrainedModel(name, blobs[0], blobs[1], training)
     features = manifest["features"]
+    with filesystem.open_input_stream(f"{root}/{TRAIN_ERRORS}") as stream:
+        stored = np.load(io.BytesIO(stream.readall()), allow_pickle=False)
+        train_errors: dict[int, dict[str, np.ndarray]] = {}
+        for key in stored.files:
+            segment, metric = key.removeprefix("segment_").split("__")
+            train_errors.setdefault(int(segment), {})[metric] = stored[key]
     artifact = ModelArtifact(
         spec=FeatureSpec.from_dict(features),
         feature_names=list(features["names"]),
@@ -166,6 +189,7 @@ def read_artifact(path: str) -> tuple[ModelArtifact, dict]:
         segmenter=load_segmenter(f"{path}/segmenter"),
         models=models,
         segments=manifest["segments"],
+        train_errors=train_errors,
         training=manifest.get("training", {}),
     )
     return artifact, manifest["params"]

@@ -22,8 +22,8 @@ SCHEMA: dict[str, Any] = {
     "preprocessing": {"impute_strategy": str, "scaler": str},
     "clustering": {"model": str, "n_clusters": int},
     "autoencoder": dict,
-    "training": {"max_rows_per_segment": int, "min_rows_per_segment": int},
-    "threshold": {"metric": str, "ratio": (int, float)},
+    "training": {"mode": str, "backend": str, "max_rows_per_segment": int, "min_rows_per_segment": int},
+    "threshold": {"method": str, "metric": str, "ratio": (int, float), "quantile": float, "contamination": float},
     "spark": dict,
 }
 
@@ -43,6 +43,11 @@ PARAM_NAMES = {
     "autoencoder": "autoencoder",
     "training.max_rows_per_segment": "maxRowsPerSegment",
     "training.min_rows_per_segment": "minRowsPerSegment",
+    "training.mode": "trainingMode",
+    "training.backend": "trainingBackend",
+    "threshold.method": "thresholdMethod",
+    "threshold.quantile": "thresholdQuantile",
+    "threshold.contamination": "contamination",
     "threshold.metric": "thresholdMetric",
     "threshold.ratio": "thresholdRatio",
 }

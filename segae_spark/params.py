@@ -11,6 +11,8 @@ from __future__ import annotations
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasSeed
 
+from segae_spark.thresholds import ThresholdRule
+
 
 def _dict(value):
     if not isinstance(value, dict):
@@ -34,6 +36,11 @@ class SegmentAEParams(HasSeed):
     autoencoder = Param(Params._dummy(), "autoencoder", "Dense autoencoder settings (see DenseAutoencoderConfig)", _dict)
     maxRowsPerSegment = Param(Params._dummy(), "maxRowsPerSegment", "training rows sampled per segment (bounded, seeded)", TypeConverters.toInt)
     minRowsPerSegment = Param(Params._dummy(), "minRowsPerSegment", "segments with fewer training rows use the global model", TypeConverters.toInt)
+    trainingMode = Param(Params._dummy(), "trainingMode", "per_segment (one autoencoder per segment) or shared (one for all, SegmentAE's way)", TypeConverters.toString)
+    trainingBackend = Param(Params._dummy(), "trainingBackend", "per_segment (one Spark task per model, in parallel) or local (on the driver)", TypeConverters.toString)
+    thresholdMethod = Param(Params._dummy(), "thresholdMethod", "mean_ratio (SegmentAE's rule), quantile or contamination", TypeConverters.toString)
+    thresholdQuantile = Param(Params._dummy(), "thresholdQuantile", "quantile of the segment's training errors (thresholdMethod=quantile)", TypeConverters.toFloat)
+    contamination = Param(Params._dummy(), "contamination", "expected anomaly share per segment (thresholdMethod=contamination)", TypeConverters.toFloat)
     thresholdRatio = Param(Params._dummy(), "thresholdRatio", "threshold = mean train error of the segment x this ratio", TypeConverters.toFloat)
     thresholdMetric = Param(Params._dummy(), "thresholdMetric", "reconstruction error: mse, mae, rmse or max_error", TypeConverters.toString)
     segmentCol = Param(Params._dummy(), "segmentCol", "output column: segment id", TypeConverters.toString)
@@ -57,6 +64,11 @@ class SegmentAEParams(HasSeed):
             autoencoder={},
             maxRowsPerSegment=20000,
             minRowsPerSegment=200,
+            trainingMode="per_segment",
+            trainingBackend="per_segment",
+            thresholdMethod="mean_ratio",
+            thresholdQuantile=0.995,
+            contamination=0.01,
             thresholdRatio=1.0,
             thresholdMetric="mse",
             segmentCol="segment",
@@ -64,6 +76,15 @@ class SegmentAEParams(HasSeed):
             thresholdCol="threshold",
             predictionCol="is_anomaly",
             seed=42,
+        )
+
+    def threshold_rule(self) -> "ThresholdRule":
+        """The thresholding rule the current params describe."""
+        return ThresholdRule(
+            method=self.getOrDefault(self.thresholdMethod),
+            ratio=self.getOrDefault(self.thresholdRatio),
+            quantile=self.getOrDefault(self.thresholdQuantile),
+            contamination=self.getOrDefault(self.contamination),
         )
 
     def param_values(self) -> dict:

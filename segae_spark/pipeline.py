@@ -31,16 +31,18 @@ from pyspark.sql import functions as F
 from segae_spark.artifacts import ModelArtifact, read_artifact, write_artifact
 from segae_spark.clustering import fit_segmenter
 from segae_spark.errors import ConfigError, NotFittedError, SchemaError
+from segae_spark.evaluation import evaluate
 from segae_spark.features.preprocessing import FEATURES_COL, build_preprocessing, feature_names
 from segae_spark.features.schema import FeatureSpec, resolve_features
 from segae_spark.models.dense import DenseAutoencoderConfig
 from segae_spark.models.reconstruction import THRESHOLD_METRICS
 from segae_spark.params import SegmentAEParams
 from segae_spark.progress import logger, stage
-from segae_spark.scoring import OutputColumns, ScoringPlan, score
-from segae_spark.thresholds import ErrorStats, check_ratio, mean_ratio_threshold
-from segae_spark.training.sampling import row_hash, sample_segments
-from segae_spark.training.segments import train_segments
+from segae_spark.scoring import FEATURE_ERRORS_COL, OutputColumns, ScoringPlan, score
+from segae_spark.thresholds import ErrorStats, check_ratio
+from segae_spark.training.backends import TRAINING_BACKENDS, train_models
+from segae_spark.training.sampling import row_hash
+from segae_spark.training.segments import TRAINING_MODES, model_plan
 
 _SEGMENT = "__segae_segment"
 _HASH = "__segae_hash"
@@ -82,7 +84,11 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
             raise SchemaError(f"labelCol {label!r} is not a column of the training data; columns: {df.columns}")
         if get(self.thresholdMetric) not in THRESHOLD_METRICS:
             raise ConfigError(f"thresholdMetric must be one of {THRESHOLD_METRICS}, got {get(self.thresholdMetric)!r}")
-        check_ratio(get(self.thresholdRatio))
+        self.threshold_rule()
+        if get(self.trainingMode) not in TRAINING_MODES:
+            raise ConfigError(f"trainingMode must be one of {TRAINING_MODES}, got {get(self.trainingMode)!r}")
+        if get(self.trainingBackend) not in TRAINING_BACKENDS:
+            raise ConfigError(f"trainingBackend must be one of {TRAINING_BACKENDS}, got {get(self.trainingBackend)!r}")
         if get(self.maxRowsPerSegment) < 10:
             raise ConfigError(f"maxRowsPerSegment must be >= 10, got {get(self.maxRowsPerSegment)}")
         if get(self.minRowsPerSegment) < 2:
@@ -125,17 +131,23 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
             counts = {int(r[0]): int(r[1]) for r in assigned.groupBy(_SEGMENT).count().collect()}  # small: one row per segment
             counts = {seg: counts.get(seg, 0) for seg in range(get(self.nClusters))}
             logger.info("fit: %d training rows in segments %s", rows, counts)
-        with stage("sample training rows", timings):
-            samples = sample_segments(
+        plan = model_plan(counts, get(self.trainingMode), get(self.minRowsPerSegment), get(self.maxRowsPerSegment))
+        with stage("train autoencoders", timings):
+            models, errors = train_models(
+                get(self.trainingBackend),
                 assigned.withColumn(_X, vector_to_array(F.col(FEATURES_COL), "float32")),
-                _SEGMENT, _HASH, _X, counts, get(self.maxRowsPerSegment),
+                (_SEGMENT, _HASH, _X),
+                counts,
+                plan,
+                ae_config,
+                seed,
+                get(self.maxRowsPerSegment),
             )
         features.unpersist()
-        with stage("train autoencoders", timings):
-            models, fits = train_segments(samples, ae_config, seed, get(self.thresholdMetric), get(self.minRowsPerSegment))
+        metric = get(self.thresholdMetric)
         segments = [
-            {"segment": fit.segment, "rows": counts[fit.segment], "model": fit.model, "train_errors": fit.stats.to_dict()}
-            for fit in fits
+            {"segment": seg, "rows": counts[seg], "model": plan[seg], "train_errors": ErrorStats.of(errors[seg][metric]).to_dict()}
+            for seg in sorted(plan)
         ]
         artifact = ModelArtifact(
             spec=spec,
@@ -144,6 +156,7 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
             segmenter=segmenter,
             models=models,
             segments=segments,
+            train_errors=errors,
             training={"rows": rows, "timings": timings, "autoencoder": ae_config.to_dict()},
         )
         model = SegmentAEModel(artifact)
@@ -163,6 +176,43 @@ class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
         """Change the threshold ratio without retraining (thresholds follow)."""
         check_ratio(value)
         return self._set(thresholdRatio=value)
+
+    def _with(self, **params) -> "SegmentAEModel":
+        """A copy with some params changed (``None`` values ignored); checks them first."""
+        values = {self.getParam(k): v for k, v in params.items() if v is not None}
+        model = self.copy(values)
+        model.threshold_rule()
+        if model.getOrDefault(model.thresholdMetric) not in THRESHOLD_METRICS:
+            raise ConfigError(f"threshold_metric must be one of {THRESHOLD_METRICS}, got {model.getOrDefault(model.thresholdMetric)!r}")
+        return model
+
+    def detections(self, df: DataFrame, threshold_ratio: float | None = None) -> DataFrame:
+        """SegmentAE's ``detections``: ``df`` with segment, score, threshold and flag.
+
+        ``threshold_ratio`` overrides the model's for this call; no retraining.
+        """
+        return self._with(thresholdRatio=threshold_ratio).transform(df)
+
+    def reconstruction(self, df: DataFrame, threshold_metric: str | None = None) -> DataFrame:
+        """SegmentAE's ``reconstruction``: like ``detections`` plus per-feature errors.
+
+        ``feature_errors`` holds the squared reconstruction error of each
+        feature, in the order of :attr:`feature_names`; ``anomaly_score`` is
+        the row error by ``threshold_metric`` (mse, mae, rmse, max_error).
+        """
+        return self._with(thresholdMetric=threshold_metric)._score(df, feature_errors=True)
+
+    def evaluation(self, df: DataFrame, target_col: str, threshold_ratio: float | None = None) -> dict:
+        """SegmentAE's ``evaluation``: global and per-segment metrics against ``target_col``.
+
+        Computed in Spark; ``threshold_ratio`` overrides the model's for this
+        call without retraining.
+        """
+        model = self._with(thresholdRatio=threshold_ratio)
+        outputs = _output_columns(model)
+        return evaluate(
+            model.transform(df), target_col, outputs.score, outputs.prediction, outputs.segment, outputs.threshold
+        )
 
     @property
     def artifact(self) -> ModelArtifact:
@@ -186,11 +236,10 @@ class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
 
     @property
     def thresholds(self) -> dict[int, float]:
-        """Per-segment thresholds at the current threshold ratio."""
-        ratio = self.getOrDefault(self.thresholdRatio)
-        return {
-            s["segment"]: mean_ratio_threshold(ErrorStats(**s["train_errors"]), ratio) for s in self.artifact.segments
-        }
+        """Per-segment thresholds under the current threshold params and metric."""
+        rule = self.threshold_rule()
+        metric = self.getOrDefault(self.thresholdMetric)
+        return {seg: rule.threshold(errors[metric]) for seg, errors in sorted(self.artifact.train_errors.items())}
 
     def segment_summary(self) -> list[dict]:
         """One dict per segment: training rows, model used, threshold and error stats."""
@@ -204,10 +253,13 @@ class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
         return self._weights
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
+        return self._score(dataset, feature_errors=False)
+
+    def _score(self, dataset: DataFrame, feature_errors: bool) -> DataFrame:
         artifact = self.artifact
         artifact.spec.check_input(dataset.schema)
         outputs = _output_columns(self)
-        clash = [c for c in outputs.names() if c in dataset.columns]
+        clash = [c for c in outputs.names() + ([FEATURE_ERRORS_COL] if feature_errors else []) if c in dataset.columns]
         if clash:
             raise SchemaError(
                 f"input already has output column(s) {clash}; drop them or rename the outputs "
@@ -228,6 +280,7 @@ class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
             segment_col=_SEGMENT,
             passthrough=passthrough,
             outputs=outputs,
+            feature_errors=feature_errors,
         )
         return score(prepared, plan, self._broadcast_weights(dataset.sparkSession))
 

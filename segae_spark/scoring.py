@@ -18,13 +18,13 @@ from typing import Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql import DataFrame
-from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
+from pyspark.sql.types import ArrayType, DoubleType, IntegerType, StructField, StructType
 
 from segae_spark.errors import ArtifactError
+from segae_spark.features.arrays import feature_matrix
 from segae_spark.models.numpy_engine import NumpyAutoencoder
-from segae_spark.models.reconstruction import row_errors
+from segae_spark.models.reconstruction import feature_errors, row_errors
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,10 @@ class ScoringPlan:
     segment_col: str
     passthrough: tuple[str, ...]
     outputs: OutputColumns
+    feature_errors: bool = False
 
+
+FEATURE_ERRORS_COL = "feature_errors"
 
 # model id -> {model name -> engine}; lives as long as the Python worker process.
 _ENGINES: dict[str, dict[str, NumpyAutoencoder]] = {}
@@ -67,21 +70,15 @@ def _engines(model_id: str, weights) -> dict[str, NumpyAutoencoder]:
     return engines
 
 
-def _feature_matrix(column: pa.Array, rows: int) -> np.ndarray:
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    values = pc.list_flatten(column).to_numpy(zero_copy_only=False)
-    return values.astype(np.float32, copy=False).reshape(rows, -1) if rows else values.reshape(0, 0)
-
-
 def score_batch(batch: pa.RecordBatch, plan: ScoringPlan, engines: Mapping[str, NumpyAutoencoder]) -> pa.RecordBatch:
     """Score one Arrow batch; pure function of the batch, the plan and the engines."""
     rows = batch.num_rows
     segments = batch.column(plan.segment_col).to_numpy(zero_copy_only=False).astype(np.int32)
     scores = np.zeros(rows, dtype=np.float64)
     thresholds = np.zeros(rows, dtype=np.float64)
+    per_feature = None
     if rows:
-        x = _feature_matrix(batch.column(plan.features_col), rows)
+        x = feature_matrix(batch.column(plan.features_col), rows)
         for segment in np.unique(segments):
             segment = int(segment)
             if segment not in plan.segment_models:
@@ -91,6 +88,10 @@ def score_batch(batch: pa.RecordBatch, plan: ScoringPlan, engines: Mapping[str, 
             x_hat = engines[plan.segment_models[segment]].predict(x_seg)
             scores[idx] = row_errors(x_seg, x_hat, plan.metric)
             thresholds[idx] = plan.thresholds[segment]
+            if plan.feature_errors:
+                if per_feature is None:
+                    per_feature = np.zeros(x.shape, dtype=np.float64)
+                per_feature[idx] = feature_errors(x_seg, x_hat)
     flags = (scores > thresholds).astype(np.int32)
     out = plan.outputs
     fields = [batch.schema.field(name) for name in plan.passthrough]
@@ -102,6 +103,11 @@ def score_batch(batch: pa.RecordBatch, plan: ScoringPlan, engines: Mapping[str, 
     ]
     arrays = [batch.column(name) for name in plan.passthrough]
     arrays += [pa.array(segments), pa.array(scores), pa.array(thresholds), pa.array(flags)]
+    if plan.feature_errors:
+        width = per_feature.shape[1] if per_feature is not None else 0
+        values = pa.array(per_feature.ravel() if per_feature is not None else np.zeros(0))
+        fields.append(pa.field(FEATURE_ERRORS_COL, pa.list_(pa.float64())))
+        arrays.append(pa.ListArray.from_arrays(pa.array(np.arange(rows + 1, dtype=np.int32) * width), values))
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
 
@@ -120,6 +126,8 @@ def output_schema(prepared: DataFrame, plan: ScoringPlan) -> StructType:
         StructField(out.threshold, DoubleType(), False),
         StructField(out.prediction, IntegerType(), False),
     ]
+    if plan.feature_errors:
+        fields.append(StructField(FEATURE_ERRORS_COL, ArrayType(DoubleType()), True))
     return StructType(fields)
 
 

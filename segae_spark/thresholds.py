@@ -1,9 +1,15 @@
 """Per-segment anomaly thresholds from the reconstruction errors of training rows.
 
-SegmentAE's rule is ``mean(train error in segment) x threshold_ratio``; it is
-kept as the default so results compare with SegmentAE's. The statistics are
-stored with the model, so the threshold ratio can change at scoring time
-without retraining (SegmentAE's ``detections(threshold_ratio=...)``).
+Three rules, all computed from each segment's own training errors:
+
+* ``mean_ratio`` (SegmentAE's rule, the default): mean error x ``threshold_ratio``;
+* ``quantile``: the ``threshold_quantile`` quantile of the errors (e.g. 0.995);
+* ``contamination``: the ``1 - contamination`` quantile, so that about that
+  share of each segment's rows is flagged, the same rate in every segment.
+
+The sorted training errors are stored with the model, so the rule and its
+parameter can change at scoring time without retraining (SegmentAE's
+``detections(threshold_ratio=...)``).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import numpy as np
 
 from segae_spark.errors import ConfigError
 
-THRESHOLD_METHODS = ("mean_ratio",)
+THRESHOLD_METHODS = ("mean_ratio", "quantile", "contamination")
 
 
 @dataclass(frozen=True)
@@ -49,12 +55,36 @@ class ErrorStats:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class ThresholdRule:
+    """How a segment's threshold follows from its training errors."""
+
+    method: str = "mean_ratio"
+    ratio: float = 1.0
+    quantile: float = 0.995
+    contamination: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.method not in THRESHOLD_METHODS:
+            raise ConfigError(f"threshold method must be one of {THRESHOLD_METHODS}, got {self.method!r}")
+        check_ratio(self.ratio)
+        if not 0.0 < self.quantile < 1.0:
+            raise ConfigError(f"threshold_quantile must be in (0, 1), got {self.quantile!r}")
+        if not 0.0 < self.contamination < 0.5:
+            raise ConfigError(f"contamination must be in (0, 0.5), got {self.contamination!r}")
+
+    def threshold(self, errors: np.ndarray) -> float:
+        """The threshold for a segment whose training errors are ``errors``."""
+        errors = np.asarray(errors, dtype=np.float64)
+        if errors.size == 0:
+            raise ConfigError("cannot compute a threshold from zero training errors")
+        if self.method == "mean_ratio":
+            return float(errors.mean()) * self.ratio
+        q = self.quantile if self.method == "quantile" else 1.0 - self.contamination
+        return float(np.quantile(errors, q))
+
+
 def check_ratio(ratio: float) -> float:
-    if not (isinstance(ratio, (int, float)) and np.isfinite(ratio) and ratio > 0):
+    if isinstance(ratio, bool) or not (isinstance(ratio, (int, float)) and np.isfinite(ratio) and ratio > 0):
         raise ConfigError(f"threshold_ratio must be a positive number, got {ratio!r}")
     return float(ratio)
-
-
-def mean_ratio_threshold(stats: ErrorStats, ratio: float) -> float:
-    """SegmentAE's threshold: the segment's mean training error times ``ratio``."""
-    return stats.mean * check_ratio(ratio)

@@ -106,3 +106,54 @@ def test_bad_inputs_fail_before_work(transactions, fitted_model):
     scored = fitted_model.transform(transactions)
     with pytest.raises(SchemaError, match="already has output column"):
         fitted_model.transform(scored)
+
+
+def test_segmentae_verbs_change_thresholds_without_retraining(transactions, fitted_model):
+    base = fitted_model.detections(transactions)
+    doubled = fitted_model.detections(transactions, threshold_ratio=4.0)
+    t_base = dict(base.groupBy("segment").agg(F.first("threshold")).collect())
+    t_doubled = dict(doubled.groupBy("segment").agg(F.first("threshold")).collect())
+    assert all(t_doubled[s] == pytest.approx(2 * t_base[s]) for s in t_base)
+    assert doubled.filter("is_anomaly = 1").count() < base.filter("is_anomaly = 1").count()
+
+    metrics = fitted_model.evaluation(transactions, "is_fraud", threshold_ratio=4.0)
+    assert set(metrics["global"]) >= {"roc_auc", "pr_auc", "precision", "recall", "f1", "accuracy", "rows", "tp", "fp"}
+    assert metrics["global"]["rows"] == transactions.count()
+    assert [s["segment"] for s in metrics["segments"]] == [0, 1, 2]
+    assert fitted_model.getOrDefault(fitted_model.thresholdRatio) == 2.0  # the model itself is unchanged
+
+
+def test_reconstruction_gives_per_feature_errors(transactions, fitted_model):
+    rows = fitted_model.reconstruction(transactions.limit(50)).collect()
+    width = len(fitted_model.feature_names)
+    for r in rows:
+        assert len(r.feature_errors) == width
+        assert sum(r.feature_errors) / width == pytest.approx(r.anomaly_score, rel=1e-9)
+    mae = fitted_model.reconstruction(transactions.limit(5), threshold_metric="max_error").collect()
+    assert all(max(r.feature_errors) ** 0.5 == pytest.approx(r.anomaly_score, rel=1e-9) for r in mae)
+    with pytest.raises(ConfigError, match="threshold_metric"):
+        fitted_model.reconstruction(transactions, threshold_metric="huber")
+
+
+def test_quantile_and_contamination_thresholds(transactions, fitted_model):
+    normals = transactions.filter("is_fraud = 0")
+    model = fitted_model.copy({fitted_model.thresholdMethod: "contamination", fitted_model.contamination: 0.05})
+    flagged = model.transform(normals).agg(F.avg("is_anomaly")).first()[0]
+    assert 0.02 < flagged < 0.10  # ~5 % of normal rows, the train sample being most of them
+    q = fitted_model.copy({fitted_model.thresholdMethod: "quantile", fitted_model.thresholdQuantile: 0.95})
+    assert q.thresholds == model.thresholds  # 0.95 quantile == 1 - 0.05 contamination
+
+
+def test_shared_mode_and_small_segment_fallback(transactions, tmp_path):
+    common = dict(labelCol="is_fraud", nClusters=3, autoencoder={"hidden_layers": [8], "epochs": 2}, maxRowsPerSegment=400, seed=3)
+    shared = SegmentAE(trainingMode="shared", trainingBackend="local", **common).fit(transactions)
+    assert {s["model"] for s in shared.segment_summary()} == {"shared"}
+    assert set(shared.artifact.models) == {"shared"}
+    assert shared.artifact.models["shared"].training["rows"] == sum(min(400, s["rows"]) for s in shared.segment_summary())
+
+    fallback = SegmentAE(minRowsPerSegment=10_000, **common).fit(transactions)
+    assert {s["model"] for s in fallback.segment_summary()} == {"shared"}
+    fallback.save(str(tmp_path / "m"))
+    manifest = json.load(open(tmp_path / "m" / "manifest.json"))
+    assert {s["model"] for s in manifest["segments"]} == {"shared"}
+    assert fallback.transform(transactions).count() == transactions.count()

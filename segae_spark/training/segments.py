@@ -1,8 +1,10 @@
-"""Train one autoencoder per segment on the driver, from bounded samples.
+"""What to train for each segment, and training one model on its rows.
 
-A segment with fewer than ``min_rows`` sampled rows cannot train a model of its
-own; it falls back to a global model trained on the union of all samples, and
-the manifest records which segments did.
+Two modes: ``per_segment`` trains one autoencoder per segment; ``shared``
+trains one autoencoder on the rows of all segments (SegmentAE's way) and
+keeps per-segment thresholds. In per-segment mode a segment with fewer than
+``min_rows`` training rows falls back to the shared model, and the manifest
+records which segments did.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from segae_spark.errors import ConfigError
 from segae_spark.models.dense import DenseAutoencoderConfig, train_autoencoder
 from segae_spark.models.numpy_engine import NumpyAutoencoder
-from segae_spark.models.reconstruction import row_errors
-from segae_spark.progress import logger
-from segae_spark.thresholds import ErrorStats
+from segae_spark.models.reconstruction import THRESHOLD_METRICS, row_errors
 
-GLOBAL_MODEL = "global"
+SHARED_MODEL = "shared"
+TRAINING_MODES = ("per_segment", "shared")
 
 
 def segment_model_name(segment: int) -> str:
@@ -37,13 +39,18 @@ class TrainedModel:
     training: dict = field(default_factory=dict)
 
 
-@dataclass
-class SegmentFit:
-    """What training learned about one segment."""
+def model_plan(counts: dict[int, int], mode: str, min_rows: int, max_rows: int) -> dict[int, str]:
+    """``{segment: model name}``: which model scores (and sets thresholds for) each segment."""
+    if mode not in TRAINING_MODES:
+        raise ConfigError(f"training mode must be one of {TRAINING_MODES}, got {mode!r}")
+    if mode == "shared":
+        return {seg: SHARED_MODEL for seg in counts}
+    return {seg: segment_model_name(seg) if min(n, max_rows) >= min_rows else SHARED_MODEL for seg, n in counts.items()}
 
-    segment: int
-    model: str
-    stats: ErrorStats
+
+def model_seed(name: str, seed: int) -> int:
+    """Each model's own seed, derived from the run's seed and the model's name."""
+    return seed if name == SHARED_MODEL else seed + 1 + int(name.rsplit("_", 1)[1])
 
 
 def _keras_bytes(model) -> bytes:
@@ -54,47 +61,45 @@ def _keras_bytes(model) -> bytes:
             return fh.read()
 
 
-def _train(name: str, x: np.ndarray, config: DenseAutoencoderConfig, seed: int) -> tuple[TrainedModel, NumpyAutoencoder]:
-    result = train_autoencoder(x, config, seed)
+def train_model(
+    name: str, samples: dict[int, np.ndarray], config: DenseAutoencoderConfig, seed: int
+) -> tuple[TrainedModel, dict[int, dict[str, np.ndarray]]]:
+    """Train model ``name`` on the union of ``samples`` (in segment order).
+
+    Returns the model and, for each segment in ``samples`` and each
+    threshold metric, the sorted reconstruction errors of its rows under this
+    model (what thresholds are computed from, whichever metric scoring uses).
+    Runs on the driver or inside a Spark task alike.
+    """
+    segments = sorted(seg for seg, x in samples.items() if len(x))
+    x = np.concatenate([samples[seg] for seg in segments], axis=0)
+    start = time.perf_counter()
+    result = train_autoencoder(x, config, model_seed(name, seed))
     engine = NumpyAutoencoder.from_keras(result.model)
     training = {
         "rows": result.rows,
+        "segments": segments,
         "epochs_run": result.epochs_run,
         "train_loss": result.train_loss,
         "val_loss": result.val_loss,
-        "seconds": round(result.seconds, 3),
-        "seed": seed,
+        "seconds": round(time.perf_counter() - start, 3),
+        "seed": model_seed(name, seed),
     }
-    return TrainedModel(name, engine.to_npz_bytes(), _keras_bytes(result.model), training), engine
+    errors = {}
+    for seg in segments:
+        x_hat = engine.predict(samples[seg])
+        errors[seg] = {m: np.sort(row_errors(samples[seg], x_hat, m)) for m in THRESHOLD_METRICS}
+    return TrainedModel(name, engine.to_npz_bytes(), _keras_bytes(result.model), training), errors
 
 
-def train_segments(
-    samples: dict[int, np.ndarray],
-    config: DenseAutoencoderConfig,
-    seed: int,
-    metric: str,
-    min_rows: int,
-) -> tuple[dict[str, TrainedModel], list[SegmentFit]]:
-    """Train the per-segment models (and the global fallback when needed)."""
-    models: dict[str, TrainedModel] = {}
-    engines: dict[str, NumpyAutoencoder] = {}
-    small = [seg for seg, x in samples.items() if len(x) < min_rows]
-    if small:
-        union = np.concatenate([x for x in samples.values() if len(x)], axis=0)
-        logger.info("train: segments %s have < %d rows; training a global fallback on %d rows", small, min_rows, len(union))
-        models[GLOBAL_MODEL], engines[GLOBAL_MODEL] = _train(GLOBAL_MODEL, union, config, seed)
-    fits: list[SegmentFit] = []
-    total = len(samples)
-    start = time.perf_counter()
-    for done, (segment, x) in enumerate(sorted(samples.items()), start=1):
-        name = GLOBAL_MODEL if segment in small else segment_model_name(segment)
-        if name not in models:
-            models[name], engines[name] = _train(name, x, config, seed + 1 + segment)
-        reference = x if len(x) else union
-        errors = row_errors(reference, engines[name].predict(reference), metric)
-        fits.append(SegmentFit(segment, name, ErrorStats.of(errors)))
-        logger.info(
-            "train: segment %d/%d done (model=%s, rows=%d, mean error=%.5g, elapsed %.1fs)",
-            done, total, name, len(x), fits[-1].stats.mean, time.perf_counter() - start,
-        )
-    return models, fits
+def group_samples(samples: dict[int, np.ndarray], plan: dict[int, str]) -> dict[str, dict[int, np.ndarray]]:
+    """The training rows of each model: its segments' samples (all segments for the shared one)."""
+    groups: dict[str, dict[int, np.ndarray]] = {}
+    if SHARED_MODEL in plan.values():
+        groups[SHARED_MODEL] = dict(samples)
+    for seg, name in plan.items():
+        if name != SHARED_MODEL:
+            groups[name] = {seg: samples[seg]}
+    return groups
+
+

@@ -1,0 +1,216 @@
+"""Where the autoencoders train: on the driver, or one model per Spark task.
+
+``per_segment`` (the default) sends each model's bounded sample to its own
+Spark task, so K segments train in parallel across the cluster's executors;
+the weights come back as ``.npz`` / ``.keras`` bytes in an Arrow binary
+column, never as pickles. ``local`` brings the samples to the driver and
+trains one model after another, which is simplest on a laptop and in tests.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from functools import reduce
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType,
+    BinaryType,
+    DoubleType,
+    IntegerType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+from segae_spark.errors import ConfigError
+from segae_spark.models.dense import DenseAutoencoderConfig
+from segae_spark.models.reconstruction import THRESHOLD_METRICS
+from segae_spark.progress import logger
+from segae_spark.features.arrays import feature_matrix
+from segae_spark.training.sampling import cap_by_hash, sample_filter, sample_segments
+from segae_spark.training.segments import SHARED_MODEL, TrainedModel, group_samples, train_model
+
+TRAINING_BACKENDS = ("per_segment", "local")
+
+_MODEL = "__segae_model"
+_KEY = "__segae_model_key"
+_RESULT_SCHEMA = StructType(
+    [
+        StructField("model", StringType(), False),
+        StructField("npz", BinaryType(), False),
+        StructField("keras", BinaryType(), False),
+        StructField("training", StringType(), False),
+        StructField("segments", ArrayType(IntegerType()), False),
+        StructField("errors", ArrayType(ArrayType(DoubleType())), False),
+    ]
+)
+
+TrainingOutput = tuple[dict[str, TrainedModel], dict[int, np.ndarray]]
+
+
+def train_models(
+    backend: str,
+    assigned: DataFrame,
+    columns: tuple[str, str, str],
+    counts: dict[int, int],
+    plan: dict[int, str],
+    config: DenseAutoencoderConfig,
+    seed: int,
+    max_rows: int,
+) -> TrainingOutput:
+    """Train every model of ``plan``; return the models and each segment's training errors.
+
+    ``columns`` names the (segment, hash, feature array) columns of
+    ``assigned``. The errors are ``{segment: {metric: sorted errors}}`` under
+    the segment's model; a segment with no training rows gets all the errors
+    of its (shared) model.
+    """
+    if backend not in TRAINING_BACKENDS:
+        raise ConfigError(f"training backend must be one of {TRAINING_BACKENDS}, got {backend!r}")
+    names = sorted(set(plan.values()))
+    logger.info("train: %d model(s) %s for %d segment(s), backend=%s", len(names), names, len(plan), backend)
+    start = time.perf_counter()
+    if backend == "local":
+        models, errors = _train_on_driver(assigned, columns, counts, plan, config, seed, max_rows)
+    else:
+        models, errors = _train_in_tasks(assigned, columns, counts, plan, config, seed, max_rows)
+    for done, name in enumerate(names, start=1):
+        t = models[name].training
+        logger.info(
+            "train: model %d/%d %s done (rows=%d, epochs=%d, loss=%.5g, %.1fs)",
+            done, len(names), name, t["rows"], t["epochs_run"], t["train_loss"], t["seconds"],
+        )
+    logger.info("train: %d model(s) in %.1fs", len(names), time.perf_counter() - start)
+    return models, {seg: errors.get((plan[seg], seg)) or _all_errors(errors, plan[seg]) for seg in plan}
+
+
+def _all_errors(errors: dict, name: str) -> dict[str, np.ndarray]:
+    per_segment = [e for (model, _), e in sorted(errors.items()) if model == name]
+    return {m: np.sort(np.concatenate([e[m] for e in per_segment])) for m in THRESHOLD_METRICS}
+
+
+def _train_on_driver(assigned, columns, counts, plan, config, seed, max_rows) -> tuple[dict, dict]:
+    segment_col, hash_col, features_col = columns
+    samples = sample_segments(assigned, segment_col, hash_col, features_col, counts, max_rows)
+    models, errors = {}, {}
+    for name, group in sorted(group_samples(samples, plan).items()):
+        models[name], by_segment = train_model(name, group, config, seed)
+        errors.update({(name, seg): e for seg, e in by_segment.items()})
+    return models, errors
+
+
+def _partition_keys(spark, partitions: int) -> list[int]:
+    """For each partition p, a long key that Spark's hash partitioning sends to p.
+
+    So that ``repartition(n, key)`` puts each model alone in its own task
+    (plain model indices could collide under the hash).
+    """
+    rows = (
+        spark.range(0, 64 * partitions + 64)
+        .select("id", F.expr(f"pmod(hash(id), {partitions})").alias("p"))
+        .groupBy("p")
+        .agg(F.min("id").alias("key"))
+        .collect()  # small: one row per partition
+    )
+    keys = {int(r["p"]): int(r["key"]) for r in rows}
+    return [keys[p] for p in range(partitions)]
+
+
+def _train_in_tasks(assigned, columns, counts, plan, config, seed, max_rows) -> tuple[dict, dict]:
+    segment_col, hash_col, features_col = columns
+    names = sorted(set(plan.values()))
+    keys = dict(zip(names, _partition_keys(assigned.sparkSession, len(names))))
+    sampled = assigned.filter(sample_filter(counts, max_rows, segment_col, hash_col)).select(
+        segment_col, hash_col, features_col
+    )
+    parts = []
+    if SHARED_MODEL in names:
+        parts.append(sampled.withColumn(_MODEL, F.lit(SHARED_MODEL)))
+    own = {seg: name for seg, name in plan.items() if name != SHARED_MODEL}
+    if own:
+        name_of = F.create_map(*[F.lit(x) for seg, name in sorted(own.items()) for x in (seg, name)])
+        parts.append(sampled.filter(F.col(segment_col).isin(sorted(own))).withColumn(_MODEL, name_of[F.col(segment_col)]))
+    key_of = F.create_map(*[F.lit(x) for name in names for x in (name, keys[name])])
+    grouped = reduce(DataFrame.unionByName, parts).withColumn(_KEY, key_of[F.col(_MODEL)].cast("long"))
+    threads = int(assigned.sparkSession.conf.get("spark.task.cpus", "1") or 1)
+    task = functools.partial(
+        _train_partition,
+        columns=columns,
+        config=config.to_dict(),
+        seed=seed,
+        max_rows=max_rows,
+        threads=threads,
+    )
+    rows = grouped.repartition(len(names), _KEY).mapInArrow(task, _RESULT_SCHEMA).collect()  # small: one row per model
+    models, errors = {}, {}
+    for r in rows:
+        models[r["model"]] = TrainedModel(r["model"], bytes(r["npz"]), bytes(r["keras"]), json.loads(r["training"]))
+        for i, seg in enumerate(r["segments"]):
+            errors[(r["model"], int(seg))] = {
+                m: np.asarray(r["errors"][i * len(THRESHOLD_METRICS) + j], dtype=np.float64)
+                for j, m in enumerate(THRESHOLD_METRICS)
+            }
+    missing = sorted(set(names) - set(models))
+    if missing:
+        raise RuntimeError(f"training tasks returned no result for model(s) {missing}")
+    return models, errors
+
+
+def _limit_threads(threads: int) -> None:
+    """Keep TensorFlow to the task's CPUs, so parallel tasks do not oversubscribe the node."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # already initialised in this reused worker process
+        pass
+
+
+def _train_partition(
+    batches: Iterator[pa.RecordBatch], columns, config: dict, seed: int, max_rows: int, threads: int
+) -> Iterator[pa.RecordBatch]:
+    """Executor side: train the one model whose rows this partition holds."""
+    batches = [b for b in batches if b.num_rows]
+    if not batches:
+        return
+    segment_col, hash_col, features_col = columns
+    table = pa.Table.from_batches(batches)
+    names = set(table.column(_MODEL).to_pylist())
+    if len(names) != 1:
+        raise RuntimeError(f"a training task received rows of several models: {sorted(names)}")
+    name = names.pop()
+    segments = table.column(segment_col).to_numpy()
+    samples = cap_by_hash(segments, table.column(hash_col).to_numpy(), feature_matrix(table.column(features_col), len(segments)), max_rows)
+    _limit_threads(threads)
+    model, errors = train_model(name, samples, DenseAutoencoderConfig.from_dict(config), seed)
+    order = sorted(errors)
+    yield pa.RecordBatch.from_pylist(
+        [
+            {
+                "model": name,
+                "npz": model.npz,
+                "keras": model.keras,
+                "training": json.dumps(model.training, sort_keys=True),
+                "segments": order,
+                "errors": [errors[s][m].tolist() for s in order for m in THRESHOLD_METRICS],
+            }
+        ],
+        schema=pa.schema(
+            [
+                ("model", pa.string()),
+                ("npz", pa.binary()),
+                ("keras", pa.binary()),
+                ("training", pa.string()),
+                ("segments", pa.list_(pa.int32())),
+                ("errors", pa.list_(pa.list_(pa.float64()))),
+            ]
+        ),
+    )
