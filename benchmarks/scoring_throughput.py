@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from segae_spark import SegmentAE, __version__, generate_transactions, get_or_create_session
-from segae_spark.models.numpy_engine import NumpyAutoencoder
+from segae_spark.models.numpy_engine import load_engine
 from segae_spark.scoring import OutputColumns, ScoringPlan, score_batch
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "scoring_throughput.json")
@@ -50,7 +50,7 @@ def bench_engine(model, rows: int, batch_rows: int = 10_000) -> float:
         passthrough=(),
         outputs=OutputColumns(),
     )
-    engines = {name: NumpyAutoencoder.from_npz_bytes(m.npz) for name, m in model.artifact.models.items()}
+    engines = {name: load_engine(m.npz) for name, m in model.artifact.models.items()}
     batches = max(1, rows // batch_rows)
     start = time.perf_counter()
     for _ in range(batches):

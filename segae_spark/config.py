@@ -14,7 +14,7 @@ import yaml
 from segae_spark.errors import ConfigError
 
 # key -> expected type, or a nested schema; "autoencoder" and "spark" are free
-# mappings checked by their consumers (DenseAutoencoderConfig, Spark).
+# mappings checked by their consumers (segae_spark.models.autoencoder_config_from_dict, Spark).
 SCHEMA: dict[str, Any] = {
     "label_col": str,
     "seed": int,

@@ -33,7 +33,7 @@ class SegmentAEParams(HasSeed):
     scaler = Param(Params._dummy(), "scaler", "feature scaler: minmax or standard", TypeConverters.toString)
     clusterModel = Param(Params._dummy(), "clusterModel", "clustering algorithm: kmeans", TypeConverters.toString)
     nClusters = Param(Params._dummy(), "nClusters", "number of segments (>= 2)", TypeConverters.toInt)
-    autoencoder = Param(Params._dummy(), "autoencoder", "Dense autoencoder settings (see DenseAutoencoderConfig)", _dict)
+    autoencoder = Param(Params._dummy(), "autoencoder", "autoencoder settings: type dense (default), batchnorm or ensemble, plus its fields (see segae_spark.models)", _dict)
     maxRowsPerSegment = Param(Params._dummy(), "maxRowsPerSegment", "training rows sampled per segment (bounded, seeded)", TypeConverters.toInt)
     minRowsPerSegment = Param(Params._dummy(), "minRowsPerSegment", "segments with fewer training rows use the global model", TypeConverters.toInt)
     trainingMode = Param(Params._dummy(), "trainingMode", "per_segment (one autoencoder per segment) or shared (one for all, SegmentAE's way)", TypeConverters.toString)

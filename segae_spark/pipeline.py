@@ -34,7 +34,7 @@ from segae_spark.errors import ConfigError, NotFittedError, SchemaError
 from segae_spark.evaluation import evaluate
 from segae_spark.features.preprocessing import FEATURES_COL, build_preprocessing, feature_names
 from segae_spark.features.schema import FeatureSpec, resolve_features
-from segae_spark.models.dense import DenseAutoencoderConfig
+from segae_spark.models.autoencoders import AutoencoderConfig, autoencoder_config_from_dict
 from segae_spark.models.reconstruction import THRESHOLD_METRICS
 from segae_spark.params import SegmentAEParams
 from segae_spark.progress import logger, stage
@@ -77,7 +77,7 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
     def setThresholdRatio(self, value: float) -> "SegmentAE":
         return self._set(thresholdRatio=value)
 
-    def _validate(self, df: DataFrame) -> tuple[FeatureSpec, DenseAutoencoderConfig]:
+    def _validate(self, df: DataFrame) -> tuple[FeatureSpec, AutoencoderConfig]:
         get = self.getOrDefault
         label = get(self.labelCol)
         if label and label not in df.columns:
@@ -98,7 +98,7 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
             raise ConfigError(f"output column names must differ, got {outputs}")
         exclude = list(get(self.excludeCols)) + [c for c in (label, get(self.idCol), get(self.dateCol)) if c and c in df.columns]
         spec = resolve_features(df.schema, get(self.numericCols), get(self.categoricalCols), exclude)
-        return spec, DenseAutoencoderConfig.from_dict(get(self.autoencoder))
+        return spec, autoencoder_config_from_dict(get(self.autoencoder))
 
     def _fit(self, dataset: DataFrame) -> "SegmentAEModel":
         get = self.getOrDefault

@@ -23,8 +23,7 @@ from pyspark.sql.types import ArrayType, DoubleType, IntegerType, StructField, S
 
 from segae_spark.errors import ArtifactError
 from segae_spark.features.arrays import feature_matrix
-from segae_spark.models.numpy_engine import NumpyAutoencoder
-from segae_spark.models.reconstruction import feature_errors, row_errors
+from segae_spark.models.numpy_engine import Engine, load_engine
 
 
 @dataclass(frozen=True)
@@ -58,19 +57,19 @@ class ScoringPlan:
 FEATURE_ERRORS_COL = "feature_errors"
 
 # model id -> {model name -> engine}; lives as long as the Python worker process.
-_ENGINES: dict[str, dict[str, NumpyAutoencoder]] = {}
+_ENGINES: dict[str, dict[str, Engine]] = {}
 
 
-def _engines(model_id: str, weights) -> dict[str, NumpyAutoencoder]:
+def _engines(model_id: str, weights) -> dict[str, Engine]:
     engines = _ENGINES.get(model_id)
     if engines is None:
         _ENGINES.clear()  # one model per worker at a time keeps memory bounded
-        engines = {name: NumpyAutoencoder.from_npz_bytes(blob) for name, blob in weights.value.items()}
+        engines = {name: load_engine(blob) for name, blob in weights.value.items()}
         _ENGINES[model_id] = engines
     return engines
 
 
-def score_batch(batch: pa.RecordBatch, plan: ScoringPlan, engines: Mapping[str, NumpyAutoencoder]) -> pa.RecordBatch:
+def score_batch(batch: pa.RecordBatch, plan: ScoringPlan, engines: Mapping[str, Engine]) -> pa.RecordBatch:
     """Score one Arrow batch; pure function of the batch, the plan and the engines."""
     rows = batch.num_rows
     segments = batch.column(plan.segment_col).to_numpy(zero_copy_only=False).astype(np.int32)
@@ -85,13 +84,13 @@ def score_batch(batch: pa.RecordBatch, plan: ScoringPlan, engines: Mapping[str, 
                 raise ArtifactError(f"row assigned to segment {segment}, which the model does not have")
             idx = np.flatnonzero(segments == segment)
             x_seg = x[idx]
-            x_hat = engines[plan.segment_models[segment]].predict(x_seg)
-            scores[idx] = row_errors(x_seg, x_hat, plan.metric)
+            engine = engines[plan.segment_models[segment]]
+            scores[idx] = engine.row_errors(x_seg, plan.metric)
             thresholds[idx] = plan.thresholds[segment]
             if plan.feature_errors:
                 if per_feature is None:
                     per_feature = np.zeros(x.shape, dtype=np.float64)
-                per_feature[idx] = feature_errors(x_seg, x_hat)
+                per_feature[idx] = engine.feature_errors(x_seg)
     flags = (scores > thresholds).astype(np.int32)
     out = plan.outputs
     fields = [batch.schema.field(name) for name in plan.passthrough]

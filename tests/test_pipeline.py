@@ -157,3 +157,19 @@ def test_shared_mode_and_small_segment_fallback(transactions, tmp_path):
     manifest = json.load(open(tmp_path / "m" / "manifest.json"))
     assert {s["model"] for s in manifest["segments"]} == {"shared"}
     assert fallback.transform(transactions).count() == transactions.count()
+
+
+@pytest.mark.parametrize(
+    "autoencoder",
+    [
+        {"type": "batchnorm", "hidden_layers": [8, 4], "epochs": 2},
+        {"type": "ensemble", "members": 2, "base": {"hidden_layers": [8], "epochs": 2}, "width_scales": [1.0, 0.5]},
+    ],
+)
+def test_other_architectures_train_score_and_reload(transactions, autoencoder, tmp_path):
+    small = transactions.limit(2000)
+    model = SegmentAE(labelCol="is_fraud", nClusters=2, autoencoder=autoencoder, maxRowsPerSegment=500, minRowsPerSegment=20).fit(small)
+    path = str(tmp_path / "m")
+    model.save(path)
+    assert _scores(SegmentAEModel.load(path).transform(small)) == _scores(model.transform(small))
+    assert json.load(open(f"{path}/manifest.json"))["training"]["autoencoder"]["type"] == autoencoder["type"]

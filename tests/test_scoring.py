@@ -69,13 +69,13 @@ def test_empty_batch_scores_to_empty_batch():
 
 def test_weights_are_decoded_once_per_process(monkeypatch):
     calls = []
-    original = NumpyAutoencoder.from_npz_bytes
+    original = scoring.load_engine
 
     def counting(blob):
         calls.append(1)
         return original(blob)
 
-    monkeypatch.setattr(scoring.NumpyAutoencoder, "from_npz_bytes", staticmethod(counting))
+    monkeypatch.setattr(scoring, "load_engine", counting)
     scoring._ENGINES.clear()
     weights = SimpleNamespace(value={"a": _engine(1).to_npz_bytes(), "b": _engine(2).to_npz_bytes()})
     first = scoring._engines("m-test", weights)

@@ -1,4 +1,9 @@
-"""The dense autoencoder: its config, its Keras architecture, and its training.
+"""The dense autoencoder: its config, its Keras architecture, and the training loop.
+
+:class:`StackAutoencoderConfig` holds the settings every stacked
+architecture shares (the batch-norm autoencoder in :mod:`.batchnorm` adds
+only its own ``build``), and :func:`fit_autoencoder` is the seeded training
+loop that the built-in architectures and user Keras models all go through.
 
 Keras and TensorFlow are imported inside the functions, so importing this
 module (and :mod:`segae_spark.models`) stays cheap and TensorFlow-free; only
@@ -13,8 +18,8 @@ import logging
 import math
 import numbers
 import time
-from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
@@ -26,8 +31,10 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DENSE_ACTIVATIONS",
     "DenseAutoencoderConfig",
+    "StackAutoencoderConfig",
     "TrainingResult",
     "build_dense_autoencoder",
+    "fit_autoencoder",
     "train_autoencoder",
 ]
 
@@ -41,15 +48,21 @@ computed by the numpy engine (see ``ACTIVATIONS`` there)."""
 
 
 @dataclass(frozen=True)
-class DenseAutoencoderConfig:
-    """Architecture and training settings of the dense autoencoder.
+class StackAutoencoderConfig:
+    """Settings shared by the autoencoders built as a stack of hidden blocks.
 
     ``hidden_layers`` are the encoder widths, the last one being the
     bottleneck; the decoder mirrors them and ends in a Dense layer as wide as
     the input with ``output_activation``. ``dropout`` (after every hidden
-    layer) and ``l2`` (on every kernel) are off at 0. Early stopping watches
+    block) and ``l2`` (on every kernel) are off at 0. Early stopping watches
     ``val_loss`` and restores the best weights when ``validation_split > 0``.
+
+    Subclasses set ``type`` (the ``type`` key of the autoencoder config dict)
+    and implement :meth:`build`.
     """
+
+    type: ClassVar[str] = ""
+    label: ClassVar[str] = "autoencoder"
 
     hidden_layers: tuple[int, ...] = (32, 16, 8)
     activation: str = "relu"
@@ -82,21 +95,51 @@ class DenseAutoencoderConfig:
         set_("early_stopping_patience", _int("early_stopping_patience", self.early_stopping_patience, low=0))
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "DenseAutoencoderConfig":
-        """Build from a mapping (a YAML/JSON section); missing keys take defaults."""
+    def from_dict(cls, d: Mapping):
+        """Build from a mapping (a YAML/JSON section); missing keys take defaults.
+
+        A ``type`` key, if present, must be this class's type.
+        """
         if not isinstance(d, Mapping):
-            raise ConfigError(f"dense autoencoder config must be a mapping, got {type(d).__name__}")
+            raise ConfigError(f"{cls.label} config must be a mapping, got {type(d).__name__}")
+        d = dict(d)
+        kind = d.pop("type", cls.type)
+        if kind != cls.type:
+            raise ConfigError(f"type {kind!r} does not match {cls.__name__}, whose type is {cls.type!r}")
         known = [f.name for f in fields(cls)]
         unknown = sorted(str(k) for k in d if k not in known)
         if unknown:
-            raise ConfigError(f"unknown dense autoencoder config key(s) {unknown}; expected keys among {known}")
-        return cls(**dict(d))
+            raise ConfigError(f"unknown {cls.label} config key(s) {unknown}; expected keys among {['type', *known]}")
+        return cls(**d)
 
     def to_dict(self) -> dict:
-        """JSON-ready dict; ``from_dict(to_dict())`` gives an equal config."""
-        d = asdict(self)
+        """JSON-ready dict with its ``type``; ``from_dict(to_dict())`` gives an equal config."""
+        d = {"type": self.type, **asdict(self)}
         d["hidden_layers"] = list(self.hidden_layers)
         return d
+
+    def with_hidden_layers(self, hidden_layers) -> "StackAutoencoderConfig":
+        """The same config with other widths (an ensemble member's)."""
+        return replace(self, hidden_layers=tuple(hidden_layers))
+
+    def build(self, n_features: int, seed: int, name: str | None = None) -> "keras.Model":
+        """The uncompiled Keras model of this architecture."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class DenseAutoencoderConfig(StackAutoencoderConfig):
+    """Architecture and training settings of the dense autoencoder (``type: dense``).
+
+    Each hidden block is ``Dense(width, activation)`` (then ``Dropout`` when
+    ``dropout > 0``); see :class:`StackAutoencoderConfig` for the fields.
+    """
+
+    type: ClassVar[str] = "dense"
+    label: ClassVar[str] = "dense autoencoder"
+
+    def build(self, n_features: int, seed: int, name: str | None = None) -> "keras.Model":
+        return build_dense_autoencoder(n_features, self, seed, name=name)
 
 
 @dataclass
@@ -121,7 +164,9 @@ class TrainingResult:
     history: dict[str, list[float]] = field(default_factory=dict)
 
 
-def build_dense_autoencoder(n_features: int, config: DenseAutoencoderConfig, seed: int) -> "keras.Model":
+def build_dense_autoencoder(
+    n_features: int, config: DenseAutoencoderConfig, seed: int, name: str | None = None
+) -> "keras.Model":
     """The uncompiled Keras model for ``n_features`` inputs.
 
     Every initializer and dropout layer gets its own seed derived from
@@ -133,62 +178,126 @@ def build_dense_autoencoder(n_features: int, config: DenseAutoencoderConfig, see
         raise ConfigError(f"config must be a DenseAutoencoderConfig, got {type(config).__name__}")
     import keras
 
-    widths = list(config.hidden_layers) + list(reversed(config.hidden_layers[:-1]))
-    names = (
-        [f"encoder_{i}" for i in range(len(config.hidden_layers) - 1)]
-        + ["bottleneck"]
-        + [f"decoder_{i}" for i in range(len(config.hidden_layers) - 1)]
-    )
-    seeds = [int(s) % (2**31 - 1) for s in np.random.SeedSequence(seed).generate_state(2 * len(widths) + 1)]
-    regularizer = (lambda: keras.regularizers.L2(config.l2)) if config.l2 > 0 else (lambda: None)
+    widths, names, seeds = _block_plan(config, seed)
+    regularizer = _regularizer(config)
 
     layers: list = [keras.Input(shape=(n_features,), dtype="float32", name="features")]
-    for i, (width, name) in enumerate(zip(widths, names)):
+    for i, (width, block) in enumerate(zip(widths, names)):
         layers.append(
             keras.layers.Dense(
                 width,
                 activation=config.activation,
                 kernel_initializer=keras.initializers.GlorotUniform(seed=seeds[2 * i]),
                 kernel_regularizer=regularizer(),
-                name=name,
+                name=block,
             )
         )
         if config.dropout > 0:
-            layers.append(keras.layers.Dropout(config.dropout, seed=seeds[2 * i + 1], name=f"{name}_dropout"))
-    layers.append(
-        keras.layers.Dense(
-            n_features,
-            activation=config.output_activation,
-            kernel_initializer=keras.initializers.GlorotUniform(seed=seeds[-1]),
-            kernel_regularizer=regularizer(),
-            name="reconstruction",
-        )
+            layers.append(keras.layers.Dropout(config.dropout, seed=seeds[2 * i + 1], name=f"{block}_dropout"))
+    layers.append(_output_layer(n_features, config, seeds[-1]))
+    return keras.Sequential(layers, name=name or "dense_autoencoder")
+
+
+def _block_plan(config: StackAutoencoderConfig, seed: int) -> tuple[list[int], list[str], list[int]]:
+    """Widths and names of the hidden blocks (encoder, bottleneck, mirrored
+    decoder) and the per-layer seeds: ``2 i`` for block ``i``'s kernel,
+    ``2 i + 1`` for its dropout, the last for the output kernel."""
+    depth = len(config.hidden_layers)
+    widths = list(config.hidden_layers) + list(reversed(config.hidden_layers[:-1]))
+    names = [f"encoder_{i}" for i in range(depth - 1)] + ["bottleneck"] + [f"decoder_{i}" for i in range(depth - 1)]
+    seeds = [int(s) % (2**31 - 1) for s in np.random.SeedSequence(seed).generate_state(2 * len(widths) + 1)]
+    return widths, names, seeds
+
+
+def _regularizer(config: StackAutoencoderConfig) -> Callable[[], Any]:
+    import keras
+
+    return (lambda: keras.regularizers.L2(config.l2)) if config.l2 > 0 else (lambda: None)
+
+
+def _output_layer(n_features: int, config: StackAutoencoderConfig, seed: int):
+    import keras
+
+    return keras.layers.Dense(
+        n_features,
+        activation=config.output_activation,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+        kernel_regularizer=_regularizer(config)(),
+        name="reconstruction",
     )
-    return keras.Sequential(layers, name="dense_autoencoder")
 
 
-def train_autoencoder(x: np.ndarray, config: DenseAutoencoderConfig, seed: int) -> TrainingResult:
-    """Train a dense autoencoder to reconstruct ``x``; reproducible for a given seed.
+def train_autoencoder(x: np.ndarray, config: StackAutoencoderConfig, seed: int, name: str | None = None) -> TrainingResult:
+    """Train an autoencoder (dense or batch-norm config) to reconstruct ``x``;
+    reproducible for a given seed.
 
-    Sets Keras' global seeds and TensorFlow op determinism (process-wide),
-    holds out a seeded random ``validation_split`` of the rows (not the tail,
-    as Keras' own ``validation_split`` would), trains with Adam on MSE and
-    logs one INFO line. Raises ConfigError for bad settings and ValueError for
-    bad data, before any TensorFlow work starts.
+    Builds ``config.build(n_features, seed, name)``, compiles it with Adam on
+    MSE and trains it with :func:`fit_autoencoder`. Raises ConfigError for bad
+    settings and ValueError for bad data, before any TensorFlow work starts.
     """
-    if not isinstance(config, DenseAutoencoderConfig):
-        raise ConfigError(f"config must be a DenseAutoencoderConfig, got {type(config).__name__}")
+    if not isinstance(config, StackAutoencoderConfig) or type(config) is StackAutoencoderConfig:
+        raise ConfigError(
+            f"config must be a DenseAutoencoderConfig or BatchNormAutoencoderConfig, got {type(config).__name__}"
+        )
     seed = _seed(seed)
+
+    def build(n_features: int) -> "keras.Model":
+        import keras
+
+        model = config.build(n_features, seed, name=name)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate), loss="mse", jit_compile=False)
+        return model
+
+    return fit_autoencoder(
+        x,
+        build,
+        seed,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        validation_split=config.validation_split,
+        early_stopping_patience=config.early_stopping_patience,
+        label=config.label,
+        divergence_hint=f"lower learning_rate (now {config.learning_rate}) or scale the features",
+    )
+
+
+def fit_autoencoder(
+    x: np.ndarray,
+    build: Callable[[int], "keras.Model"],
+    seed: int,
+    *,
+    epochs: int,
+    batch_size: int,
+    validation_split: float,
+    early_stopping_patience: int,
+    label: str = "autoencoder",
+    divergence_hint: str = "lower the learning rate or scale the features",
+) -> TrainingResult:
+    """Fit the compiled model ``build(n_features)`` to reconstruct ``x``; the
+    training loop every architecture shares.
+
+    Sets Keras' global seeds and TensorFlow op determinism (process-wide)
+    before calling ``build``, holds out a seeded random ``validation_split``
+    of the rows (not the tail, as Keras' own ``validation_split`` would),
+    trains with early stopping on ``val_loss`` (best weights restored) and
+    logs one INFO line. Bad settings (ConfigError) and bad data (ValueError)
+    are reported before any TensorFlow work starts.
+    """
+    seed = _seed(seed)
+    epochs = _int("epochs", epochs, low=1)
+    batch_size = _int("batch_size", batch_size, low=1)
+    validation_split = _float("validation_split", validation_split, low=0.0, high=1.0, high_open=True)
+    early_stopping_patience = _int("early_stopping_patience", early_stopping_patience, low=0)
     x = _training_matrix(x)
     n_rows, n_features = x.shape
-    n_val = int(math.floor(n_rows * config.validation_split))
-    if config.validation_split > 0 and n_val == 0:
+    n_val = int(math.floor(n_rows * validation_split))
+    if validation_split > 0 and n_val == 0:
         raise ConfigError(
-            f"validation_split={config.validation_split} of {n_rows} rows holds out no row; "
-            f"give at least {math.ceil(1 / config.validation_split)} rows or set validation_split to 0"
+            f"validation_split={validation_split} of {n_rows} rows holds out no row; "
+            f"give at least {math.ceil(1 / validation_split)} rows or set validation_split to 0"
         )
     if n_rows - n_val < 1:
-        raise ConfigError(f"validation_split={config.validation_split} leaves no training rows out of {n_rows}")
+        raise ConfigError(f"validation_split={validation_split} leaves no training rows out of {n_rows}")
 
     start = time.perf_counter()
     import keras
@@ -201,24 +310,19 @@ def train_autoencoder(x: np.ndarray, config: DenseAutoencoderConfig, seed: int) 
     x_val = x[order[:n_val]] if n_val else None
     x_train = x[order[n_val:]] if n_val else x
 
-    model = build_dense_autoencoder(n_features, config, seed)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
-        loss="mse",
-        jit_compile=False,
-    )
+    model = build(n_features)
     callbacks = []
     stopper = None
     if n_val:
         stopper = keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True
+            monitor="val_loss", patience=early_stopping_patience, restore_best_weights=True
         )
         callbacks.append(stopper)
     history = model.fit(
         x_train,
         x_train,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
+        epochs=epochs,
+        batch_size=batch_size,
         validation_data=(x_val, x_val) if n_val else None,
         shuffle=True,
         callbacks=callbacks,
@@ -233,14 +337,11 @@ def train_autoencoder(x: np.ndarray, config: DenseAutoencoderConfig, seed: int) 
     train_loss = losses[best]
     val_loss = val_losses[best] if val_losses else None
     if not math.isfinite(train_loss) or (val_loss is not None and not math.isfinite(val_loss)):
-        raise ConfigError(
-            f"training diverged (train_loss={train_loss}, val_loss={val_loss}); lower learning_rate "
-            f"(now {config.learning_rate}) or scale the features"
-        )
+        raise ConfigError(f"training diverged (train_loss={train_loss}, val_loss={val_loss}); {divergence_hint}")
     logger.info(
-        "dense autoencoder trained: rows=%d (val %d) features=%d epochs=%d/%d best_epoch=%d "
+        "%s trained: rows=%d (val %d) features=%d epochs=%d/%d best_epoch=%d "
         "train_loss=%.6g val_loss=%s seconds=%.1f",
-        n_rows, n_val, n_features, epochs_run, config.epochs, best + 1, train_loss,
+        label, n_rows, n_val, n_features, epochs_run, epochs, best + 1, train_loss,
         "n/a" if val_loss is None else f"{val_loss:.6g}", seconds,
     )
     return TrainingResult(

@@ -30,7 +30,7 @@ from pyspark.sql.types import (
 )
 
 from segae_spark.errors import ConfigError
-from segae_spark.models.dense import DenseAutoencoderConfig
+from segae_spark.models.autoencoders import AutoencoderConfig, autoencoder_config_from_dict
 from segae_spark.models.reconstruction import THRESHOLD_METRICS
 from segae_spark.progress import logger
 from segae_spark.features.arrays import feature_matrix
@@ -61,7 +61,7 @@ def train_models(
     columns: tuple[str, str, str],
     counts: dict[int, int],
     plan: dict[int, str],
-    config: DenseAutoencoderConfig,
+    config: AutoencoderConfig,
     seed: int,
     max_rows: int,
 ) -> TrainingOutput:
@@ -190,7 +190,7 @@ def _train_partition(
     segments = table.column(segment_col).to_numpy()
     samples = cap_by_hash(segments, table.column(hash_col).to_numpy(), feature_matrix(table.column(features_col), len(segments)), max_rows)
     _limit_threads(threads)
-    model, errors = train_model(name, samples, DenseAutoencoderConfig.from_dict(config), seed)
+    model, errors = train_model(name, samples, autoencoder_config_from_dict(config), seed)
     order = sorted(errors)
     yield pa.RecordBatch.from_pylist(
         [

@@ -9,17 +9,14 @@ records which segments did.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from segae_spark.errors import ConfigError
-from segae_spark.models.dense import DenseAutoencoderConfig, train_autoencoder
-from segae_spark.models.numpy_engine import NumpyAutoencoder
-from segae_spark.models.reconstruction import THRESHOLD_METRICS, row_errors
+from segae_spark.models.autoencoders import AutoencoderConfig, train_autoencoder_model
+from segae_spark.models.reconstruction import THRESHOLD_METRICS
 
 SHARED_MODEL = "shared"
 TRAINING_MODES = ("per_segment", "shared")
@@ -53,16 +50,8 @@ def model_seed(name: str, seed: int) -> int:
     return seed if name == SHARED_MODEL else seed + 1 + int(name.rsplit("_", 1)[1])
 
 
-def _keras_bytes(model) -> bytes:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.keras")
-        model.save(path)
-        with open(path, "rb") as fh:
-            return fh.read()
-
-
 def train_model(
-    name: str, samples: dict[int, np.ndarray], config: DenseAutoencoderConfig, seed: int
+    name: str, samples: dict[int, np.ndarray], config: AutoencoderConfig, seed: int
 ) -> tuple[TrainedModel, dict[int, dict[str, np.ndarray]]]:
     """Train model ``name`` on the union of ``samples`` (in segment order).
 
@@ -74,22 +63,12 @@ def train_model(
     segments = sorted(seg for seg, x in samples.items() if len(x))
     x = np.concatenate([samples[seg] for seg in segments], axis=0)
     start = time.perf_counter()
-    result = train_autoencoder(x, config, model_seed(name, seed))
-    engine = NumpyAutoencoder.from_keras(result.model)
-    training = {
-        "rows": result.rows,
-        "segments": segments,
-        "epochs_run": result.epochs_run,
-        "train_loss": result.train_loss,
-        "val_loss": result.val_loss,
-        "seconds": round(time.perf_counter() - start, 3),
-        "seed": model_seed(name, seed),
+    trained = train_autoencoder_model(x, config, model_seed(name, seed))
+    training = {**trained.training, "segments": segments, "seconds": round(time.perf_counter() - start, 3)}
+    errors = {
+        seg: {m: np.sort(trained.engine.row_errors(samples[seg], m)) for m in THRESHOLD_METRICS} for seg in segments
     }
-    errors = {}
-    for seg in segments:
-        x_hat = engine.predict(samples[seg])
-        errors[seg] = {m: np.sort(row_errors(samples[seg], x_hat, m)) for m in THRESHOLD_METRICS}
-    return TrainedModel(name, engine.to_npz_bytes(), _keras_bytes(result.model), training), errors
+    return TrainedModel(name, trained.npz, trained.keras, training), errors
 
 
 def group_samples(samples: dict[int, np.ndarray], plan: dict[int, str]) -> dict[str, dict[int, np.ndarray]]:
