@@ -8,6 +8,7 @@ reaches the terminal.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -29,9 +30,28 @@ def stage(name: str, timings: dict[str, float] | None = None) -> Iterator[None]:
         logger.info("%s: done in %.1fs", name, elapsed)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted.
+
+    A handler bound to the stream of the moment would keep writing to a
+    replaced (and possibly closed) stream after a redirect or test capture.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Send the library's log records to stderr as one short line each."""
-    handler = logging.StreamHandler()
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     logger.handlers[:] = [handler]
     logger.setLevel(level)

@@ -84,7 +84,7 @@ def train_models(
     for done, name in enumerate(names, start=1):
         t = models[name].training
         logger.info(
-            "train: model %d/%d %s done (rows=%d, epochs=%d, loss=%.5g, %.1fs)",
+            "train: model %d/%d %s done (rows=%d, epochs=%s, loss=%s, %.1fs)",
             done, len(names), name, t["rows"], t["epochs_run"], t["train_loss"], t["seconds"],
         )
     logger.info("train: %d model(s) in %.1fs", len(names), time.perf_counter() - start)
