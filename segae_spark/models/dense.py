@@ -240,15 +240,13 @@ def train_autoencoder(x: np.ndarray, config: StackAutoencoderConfig, seed: int, 
             f"config must be a DenseAutoencoderConfig or BatchNormAutoencoderConfig, got {type(config).__name__}"
         )
     seed = _seed(seed)
+    fresh: list = []
 
     def build(n_features: int) -> "keras.Model":
-        import keras
+        fresh.append(config.build(n_features, seed, name=name))
+        return _compiled_runner(config, n_features, name, fresh[0])
 
-        model = config.build(n_features, seed, name=name)
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate), loss="mse", jit_compile=False)
-        return model
-
-    return fit_autoencoder(
+    result = fit_autoencoder(
         x,
         build,
         seed,
@@ -259,6 +257,47 @@ def train_autoencoder(x: np.ndarray, config: StackAutoencoderConfig, seed: int, 
         label=config.label,
         divergence_hint=f"lower learning_rate (now {config.learning_rate}) or scale the features",
     )
+    # Hand out the model built for this seed, not the shared runner that the
+    # next training will overwrite.
+    _copy_variables(result.model, fresh[0])
+    return replace(result, model=fresh[0])
+
+
+# (config, n_features, name) -> compiled model, per process. Reusing it keeps
+# Keras' traced train/test functions, about half of a small model's training
+# time, so K per-segment models cost little more than one model on K x rows.
+_RUNNERS: dict[tuple, "keras.Model"] = {}
+_MAX_RUNNERS = 8
+
+
+def _copy_variables(source: "keras.Model", target: "keras.Model") -> None:
+    """Copy every variable (weights, BatchNorm statistics, dropout seed state) by position."""
+    for src, dst in zip(source.variables, target.variables, strict=True):
+        dst.assign(src)
+
+
+def _compiled_runner(config: StackAutoencoderConfig, n_features: int, name: str | None, initial: "keras.Model") -> "keras.Model":
+    """A compiled model of this architecture, reset to ``initial``'s variables and a fresh optimizer.
+
+    Training results are identical to compiling ``initial`` itself: same
+    starting variables, optimizer state zeroed (its iteration count included),
+    same learning rate.
+    """
+    import keras
+
+    key = (config, n_features, name)
+    runner = _RUNNERS.get(key)
+    if runner is None:
+        if len(_RUNNERS) >= _MAX_RUNNERS:
+            _RUNNERS.clear()
+        runner = config.build(n_features, 0, name=name)
+        runner.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate), loss="mse", jit_compile=False)
+        _RUNNERS[key] = runner
+    _copy_variables(initial, runner)
+    for variable in runner.optimizer.variables:
+        if not variable.path.endswith("learning_rate"):
+            variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
+    return runner
 
 
 def fit_autoencoder(
