@@ -7,7 +7,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench bench-quality bench-modes clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,3 +27,9 @@ bench: venv
 
 clean:
 	rm -rf demo_output .pytest_cache build *.egg-info
+
+bench-quality: venv
+	$(PY) benchmarks/quality_datasets.py $(QUALITY_ARGS)
+
+bench-modes: venv
+	$(PY) benchmarks/training_modes.py $(MODES_ARGS)
