@@ -142,11 +142,18 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
                 ae_config,
                 seed,
                 get(self.maxRowsPerSegment),
+                get(self.minRowsPerSegment),
             )
         features.unpersist()
         metric = get(self.thresholdMetric)
         segments = [
-            {"segment": seg, "rows": counts[seg], "model": plan[seg], "train_errors": ErrorStats.of(errors[seg][metric]).to_dict()}
+            {
+                "segment": seg,
+                "rows": counts[seg],
+                "model": plan[seg],
+                "threshold_from": "segment" if counts[seg] >= get(self.minRowsPerSegment) else f"all rows of {plan[seg]}",
+                "train_errors": ErrorStats.of(errors[seg][metric]).to_dict(),
+            }
             for seg in sorted(plan)
         ]
         artifact = ModelArtifact(

@@ -156,6 +156,8 @@ def test_shared_mode_and_small_segment_fallback(transactions, tmp_path):
     fallback.save(str(tmp_path / "m"))
     manifest = json.load(open(tmp_path / "m" / "manifest.json"))
     assert {s["model"] for s in manifest["segments"]} == {"shared"}
+    assert {s["threshold_from"] for s in manifest["segments"]} == {"all rows of shared"}
+    assert len({s["train_errors"]["mean"] for s in manifest["segments"]}) == 1  # one pool of errors, one threshold
     assert fallback.transform(transactions).count() == transactions.count()
 
 

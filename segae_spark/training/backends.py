@@ -64,13 +64,15 @@ def train_models(
     config: AutoencoderConfig,
     seed: int,
     max_rows: int,
+    min_rows: int,
 ) -> TrainingOutput:
     """Train every model of ``plan``; return the models and each segment's training errors.
 
     ``columns`` names the (segment, hash, feature array) columns of
     ``assigned``. The errors are ``{segment: {metric: sorted errors}}`` under
-    the segment's model; a segment with no training rows gets all the errors
-    of its (shared) model.
+    the segment's model. A segment with fewer than ``min_rows`` training rows
+    gets the errors of all its model's training rows instead: a threshold from
+    a handful of errors would mean nothing.
     """
     if backend not in TRAINING_BACKENDS:
         raise ConfigError(f"training backend must be one of {TRAINING_BACKENDS}, got {backend!r}")
@@ -88,7 +90,9 @@ def train_models(
             done, len(names), name, t["rows"], t["epochs_run"], t["train_loss"], t["seconds"],
         )
     logger.info("train: %d model(s) in %.1fs", len(names), time.perf_counter() - start)
-    return models, {seg: errors.get((plan[seg], seg)) or _all_errors(errors, plan[seg]) for seg in plan}
+    return models, {
+        seg: errors[(plan[seg], seg)] if counts[seg] >= min_rows else _all_errors(errors, plan[seg]) for seg in plan
+    }
 
 
 def _all_errors(errors: dict, name: str) -> dict[str, np.ndarray]:
@@ -139,7 +143,7 @@ def _train_in_tasks(assigned, columns, counts, plan, config, seed, max_rows) -> 
         parts.append(sampled.filter(F.col(segment_col).isin(sorted(own))).withColumn(_MODEL, name_of[F.col(segment_col)]))
     key_of = F.create_map(*[F.lit(x) for name in names for x in (name, keys[name])])
     grouped = reduce(DataFrame.unionByName, parts).withColumn(_KEY, key_of[F.col(_MODEL)].cast("long"))
-    threads = int(assigned.sparkSession.conf.get("spark.task.cpus", "1") or 1)
+    threads = _task_threads(assigned.sparkSession, len(names))
     task = functools.partial(
         _train_partition,
         columns=columns,
@@ -161,6 +165,22 @@ def _train_in_tasks(assigned, columns, counts, plan, config, seed, max_rows) -> 
     if missing:
         raise RuntimeError(f"training tasks returned no result for model(s) {missing}")
     return models, errors
+
+
+def _task_threads(spark, models: int) -> int:
+    """TensorFlow threads per training task: the task's CPUs, or a whole executor for a lone model.
+
+    Several models share the executors, so each keeps to its task's CPUs; a
+    single model (shared mode) runs alone and may use every core of its executor.
+    """
+    task_cpus = int(spark.conf.get("spark.task.cpus", "1") or 1)
+    if models > 1:
+        return task_cpus
+    executor_cores = spark.conf.get("spark.executor.cores", None)
+    if executor_cores:
+        return max(task_cpus, int(executor_cores))
+    local = spark.sparkContext.master.startswith("local")
+    return max(task_cpus, spark.sparkContext.defaultParallelism if local else task_cpus)
 
 
 def _limit_threads(threads: int) -> None:
