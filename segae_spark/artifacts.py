@@ -10,7 +10,8 @@
                            as a stage of a saved pyspark.ml PipelineModel
       preprocessing/       Spark ML PipelineModel (impute, encode, scale)
       segmenter/           Spark ML clustering model
-      models/NAME.npz      weights for the numpy scoring engine
+      models/NAME.npz      weights for the numpy scoring engine (absent for a
+                           user model only Keras can run)
       models/NAME.keras    the same model for Keras users
       train_errors.npz     each segment's sorted training errors per metric, so
                            threshold rules can change without retraining
@@ -103,6 +104,8 @@ def write_artifact(path: str, model, spark) -> None:
     filesystem.create_dir(f"{root}/models", recursive=True)
     for name, trained in artifact.models.items():
         for suffix, blob in ((".npz", trained.npz), (".keras", trained.keras)):
+            if blob is None:
+                continue
             with filesystem.open_output_stream(f"{root}/models/{name}{suffix}") as out:
                 out.write(blob)
     buffer = io.BytesIO()
@@ -170,11 +173,14 @@ def read_artifact(path: str) -> tuple[ModelArtifact, dict]:
     filesystem, root = _filesystem(path)
     models = {}
     for name, training in manifest["models"].items():
-        blobs = []
+        blobs = {}
         for suffix in (".npz", ".keras"):
-            with filesystem.open_input_stream(f"{root}/models/{name}{suffix}") as stream:
-                blobs.append(stream.readall())
-        models[name] = TrainedModel(name, blobs[0], blobs[1], training)
+            if f"models/{name}{suffix}" in manifest["checksums"]:
+                with filesystem.open_input_stream(f"{root}/models/{name}{suffix}") as stream:
+                    blobs[suffix] = stream.readall()
+        if ".keras" not in blobs:
+            raise ArtifactError(f"model directory {path} lacks models/{name}.keras")
+        models[name] = TrainedModel(name, blobs.get(".npz"), blobs[".keras"], training)
     features = manifest["features"]
     with filesystem.open_input_stream(f"{root}/{TRAIN_ERRORS}") as stream:
         stored = np.load(io.BytesIO(stream.readall()), allow_pickle=False)

@@ -36,6 +36,7 @@ from segae_spark.features.preprocessing import FEATURES_COL, build_preprocessing
 from segae_spark.features.schema import FeatureSpec, resolve_features
 from segae_spark.models.autoencoders import AutoencoderConfig, autoencoder_config_from_dict
 from segae_spark.models.reconstruction import THRESHOLD_METRICS
+from segae_spark.models.user_keras import UserKerasConfig
 from segae_spark.params import SegmentAEParams
 from segae_spark.progress import logger, stage
 from segae_spark.scoring import FEATURE_ERRORS_COL, OutputColumns, ScoringPlan, score
@@ -98,7 +99,10 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
             raise ConfigError(f"output column names must differ, got {outputs}")
         exclude = list(get(self.excludeCols)) + [c for c in (label, get(self.idCol), get(self.dateCol)) if c and c in df.columns]
         spec = resolve_features(df.schema, get(self.numericCols), get(self.categoricalCols), exclude)
-        return spec, autoencoder_config_from_dict(get(self.autoencoder))
+        config = autoencoder_config_from_dict(get(self.autoencoder))
+        if isinstance(config, UserKerasConfig):
+            config.check_readable()
+        return spec, config
 
     def _fit(self, dataset: DataFrame) -> "SegmentAEModel":
         get = self.getOrDefault
@@ -233,7 +237,8 @@ class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
         digest = hashlib.sha256()
         for name in sorted(self.artifact.models):
             digest.update(name.encode())
-            digest.update(self.artifact.models[name].npz)
+            model = self.artifact.models[name]
+            digest.update(model.npz if model.npz is not None else model.keras)
         digest.update(json.dumps(self.artifact.segments, sort_keys=True).encode())
         return digest.hexdigest()[:16]
 
@@ -255,7 +260,9 @@ class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
 
     def _broadcast_weights(self, spark):
         if self._weights is None:
-            blobs = {name: m.npz for name, m in self.artifact.models.items()}
+            # Built-in models travel as numpy weights only; a user model that
+            # only Keras can run travels as its .keras file.
+            blobs = {name: {"npz": m.npz} if m.npz is not None else {"keras": m.keras} for name, m in self.artifact.models.items()}
             self._weights = spark.sparkContext.broadcast(blobs)
         return self._weights
 

@@ -7,7 +7,8 @@ the flag. No shuffle, no collect: the output has exactly the input's rows.
 
 Weights travel as one broadcast of ``.npz`` bytes and are decoded once per
 Python worker process (a module-level cache keyed by model id), never once per
-batch. Nothing on this path imports TensorFlow.
+batch. Nothing on this path imports TensorFlow, unless the model is a user's
+Keras model that the numpy engine cannot run: that one is scored with Keras.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pyspark.sql.types import ArrayType, DoubleType, IntegerType, StructField, S
 
 from segae_spark.errors import ArtifactError
 from segae_spark.features.arrays import feature_matrix
-from segae_spark.models.numpy_engine import Engine, load_engine
+from segae_spark.models.keras_engine import ScoringEngine, load_scoring_engine
 
 
 @dataclass(frozen=True)
@@ -57,19 +58,19 @@ class ScoringPlan:
 FEATURE_ERRORS_COL = "feature_errors"
 
 # model id -> {model name -> engine}; lives as long as the Python worker process.
-_ENGINES: dict[str, dict[str, Engine]] = {}
+_ENGINES: dict[str, dict[str, ScoringEngine]] = {}
 
 
-def _engines(model_id: str, weights) -> dict[str, Engine]:
+def _engines(model_id: str, weights) -> dict[str, ScoringEngine]:
     engines = _ENGINES.get(model_id)
     if engines is None:
         _ENGINES.clear()  # one model per worker at a time keeps memory bounded
-        engines = {name: load_engine(blob) for name, blob in weights.value.items()}
+        engines = {name: load_scoring_engine(**blobs) for name, blobs in weights.value.items()}
         _ENGINES[model_id] = engines
     return engines
 
 
-def score_batch(batch: pa.RecordBatch, plan: ScoringPlan, engines: Mapping[str, Engine]) -> pa.RecordBatch:
+def score_batch(batch: pa.RecordBatch, plan: ScoringPlan, engines: Mapping[str, ScoringEngine]) -> pa.RecordBatch:
     """Score one Arrow batch; pure function of the batch, the plan and the engines."""
     rows = batch.num_rows
     segments = batch.column(plan.segment_col).to_numpy(zero_copy_only=False).astype(np.int32)

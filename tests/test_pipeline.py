@@ -175,3 +175,29 @@ def test_other_architectures_train_score_and_reload(transactions, autoencoder, t
     model.save(path)
     assert _scores(SegmentAEModel.load(path).transform(small)) == _scores(model.transform(small))
     assert json.load(open(f"{path}/manifest.json"))["training"]["autoencoder"]["type"] == autoencoder["type"]
+
+
+@pytest.mark.parametrize("normalised, engine", [(False, "numpy"), (True, "keras")])
+def test_user_keras_model_per_segment(transactions, fitted_model, tmp_path, normalised, engine):
+    """A user's own Keras model: numpy scoring when every layer is supported, else Keras on executors."""
+    import keras
+
+    width = len(fitted_model.feature_names)
+    inputs = keras.Input((width,))
+    hidden = keras.layers.Dense(6, activation="tanh")(inputs)
+    if normalised:
+        hidden = keras.layers.LayerNormalization()(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(width)(hidden))
+    path = str(tmp_path / "user.keras")
+    model.save(path)
+
+    small = transactions.limit(2000)
+    fitted = SegmentAE(
+        labelCol="is_fraud", nClusters=2, autoencoder={"type": "keras", "path": path, "epochs": 2},
+        maxRowsPerSegment=400, minRowsPerSegment=20,
+    ).fit(small)
+    assert {m.training["engine"] for m in fitted.artifact.models.values()} == {engine}
+    fitted.save(str(tmp_path / "m"))
+    assert _scores(SegmentAEModel.load(str(tmp_path / "m")).transform(small)) == _scores(fitted.transform(small))
+    with pytest.raises(ConfigError, match="does not exist"):
+        SegmentAE(labelCol="is_fraud", autoencoder={"type": "keras", "path": str(tmp_path / "nope.keras")}).fit(small)

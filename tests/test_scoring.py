@@ -69,15 +69,15 @@ def test_empty_batch_scores_to_empty_batch():
 
 def test_weights_are_decoded_once_per_process(monkeypatch):
     calls = []
-    original = scoring.load_engine
+    original = scoring.load_scoring_engine
 
-    def counting(blob):
+    def counting(**blobs):
         calls.append(1)
-        return original(blob)
+        return original(**blobs)
 
-    monkeypatch.setattr(scoring, "load_engine", counting)
+    monkeypatch.setattr(scoring, "load_scoring_engine", counting)
     scoring._ENGINES.clear()
-    weights = SimpleNamespace(value={"a": _engine(1).to_npz_bytes(), "b": _engine(2).to_npz_bytes()})
+    weights = SimpleNamespace(value={"a": {"npz": _engine(1).to_npz_bytes()}, "b": {"npz": _engine(2).to_npz_bytes()}})
     first = scoring._engines("m-test", weights)
     second = scoring._engines("m-test", weights)
     assert first is second and len(calls) == 2

@@ -5,7 +5,8 @@ architecture (``dense`` when absent):
 
 - ``dense`` -- :class:`~segae_spark.models.dense.DenseAutoencoderConfig`;
 - ``batchnorm`` -- :class:`~segae_spark.models.batchnorm.BatchNormAutoencoderConfig`;
-- ``ensemble`` -- :class:`~segae_spark.models.ensemble.EnsembleAutoencoderConfig`.
+- ``ensemble`` -- :class:`~segae_spark.models.ensemble.EnsembleAutoencoderConfig`;
+- ``keras`` -- :class:`~segae_spark.models.user_keras.UserKerasConfig`, a user's own model.
 
 :func:`autoencoder_config_from_dict` parses it, :func:`train_autoencoder_model`
 trains it and returns a :class:`TrainedAutoencoder`: the numpy engine's
@@ -38,6 +39,7 @@ from segae_spark.models.dense import (
 from segae_spark.models.ensemble import EnsembleAutoencoderConfig, train_ensemble
 from segae_spark.models.keras_engine import KerasEngine, ScoringEngine, numpy_engine_from_keras
 from segae_spark.models.numpy_engine import NumpyAutoencoder, NumpyEnsemble
+from segae_spark.models.user_keras import UserKerasConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -52,12 +54,13 @@ __all__ = [
     "train_user_model",
 ]
 
-AutoencoderConfig = Union[DenseAutoencoderConfig, BatchNormAutoencoderConfig, EnsembleAutoencoderConfig]
+AutoencoderConfig = Union[DenseAutoencoderConfig, BatchNormAutoencoderConfig, EnsembleAutoencoderConfig, UserKerasConfig]
 
 AUTOENCODER_TYPES: dict[str, type] = {
     "dense": DenseAutoencoderConfig,
     "batchnorm": BatchNormAutoencoderConfig,
     "ensemble": EnsembleAutoencoderConfig,
+    "keras": UserKerasConfig,
 }
 """Config class of each architecture, by the ``type`` key that selects it."""
 
@@ -121,6 +124,17 @@ def train_autoencoder_model(x: np.ndarray, config: Mapping | AutoencoderConfig, 
     """
     config = autoencoder_config_from_dict(config)
     seed = _seed(seed)
+    if isinstance(config, UserKerasConfig):
+        return train_user_model(
+            config.template(),
+            x,
+            seed=seed,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            validation_split=config.validation_split,
+            early_stopping_patience=config.early_stopping_patience,
+            learning_rate=config.learning_rate,
+        )
     if isinstance(config, EnsembleAutoencoderConfig):
         result = train_ensemble(x, config, seed)
         engine: NumpyAutoencoder | NumpyEnsemble = NumpyEnsemble.from_keras(result.model)

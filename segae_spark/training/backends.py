@@ -44,7 +44,7 @@ _KEY = "__segae_model_key"
 _RESULT_SCHEMA = StructType(
     [
         StructField("model", StringType(), False),
-        StructField("npz", BinaryType(), False),
+        StructField("npz", BinaryType(), True),  # None: a user model only Keras can score
         StructField("keras", BinaryType(), False),
         StructField("training", StringType(), False),
         StructField("segments", ArrayType(IntegerType()), False),
@@ -155,7 +155,8 @@ def _train_in_tasks(assigned, columns, counts, plan, config, seed, max_rows) -> 
     rows = grouped.repartition(len(names), _KEY).mapInArrow(task, _RESULT_SCHEMA).collect()  # small: one row per model
     models, errors = {}, {}
     for r in rows:
-        models[r["model"]] = TrainedModel(r["model"], bytes(r["npz"]), bytes(r["keras"]), json.loads(r["training"]))
+        npz = bytes(r["npz"]) if r["npz"] is not None else None
+        models[r["model"]] = TrainedModel(r["model"], npz, bytes(r["keras"]), json.loads(r["training"]))
         for i, seg in enumerate(r["segments"]):
             errors[(r["model"], int(seg))] = {
                 m: np.asarray(r["errors"][i * len(THRESHOLD_METRICS) + j], dtype=np.float64)

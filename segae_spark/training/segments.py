@@ -28,10 +28,14 @@ def segment_model_name(segment: int) -> str:
 
 @dataclass
 class TrainedModel:
-    """One trained autoencoder: numpy weights for scoring, the .keras file for users."""
+    """One trained autoencoder: numpy weights for scoring, the .keras file for users.
+
+    ``npz`` is None for a user model the numpy engine cannot run; executors
+    then score it from the ``.keras`` bytes with Keras.
+    """
 
     name: str
-    npz: bytes
+    npz: bytes | None
     keras: bytes
     training: dict = field(default_factory=dict)
 
