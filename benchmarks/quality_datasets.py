@@ -49,7 +49,6 @@ import os
 import platform
 import sys
 import time
-from importlib import metadata
 
 import numpy as np
 import pandas as pd
@@ -57,6 +56,7 @@ from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, precision_recall_curve, precision_recall_fscore_support, roc_auc_score
 
 from segae_spark import SegmentAE, __version__, get_or_create_session
+from segae_spark.artifacts import dependency_versions
 from segae_spark.data.datasets import (
     CATEGORICAL_COLS,
     DATASETS,
@@ -240,16 +240,6 @@ def compute_means(results: list[dict]) -> dict:
     return means
 
 
-def versions() -> dict:
-    out = {"segae_spark": __version__}
-    for dist in ("pyspark", "tensorflow-cpu", "tensorflow", "keras", "scikit-learn", "numpy", "pandas", "pyarrow"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated subset of {','.join(DATASETS)}")
@@ -305,7 +295,7 @@ def main() -> None:
     total_s = round(time.perf_counter() - total_start, 1)
     report = {
         "date": time.strftime("%Y-%m-%d"),
-        "versions": versions(),
+        "versions": dependency_versions(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "spark_parallelism": spark.sparkContext.defaultParallelism,
         "protocol": "seed 42; 75% of shuffled normals train; test = other 25% normals + all anomalies; "

@@ -41,11 +41,11 @@ import os
 import platform
 import sys
 import time
-from importlib import metadata
 
 from pyspark.sql import functions as F
 
 from segae_spark import SegmentAE, __version__, generate_transactions, get_or_create_session
+from segae_spark.artifacts import dependency_versions
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "training_modes")
@@ -129,16 +129,6 @@ def markdown(runs: list[dict], ratios: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def versions() -> dict:
-    out = {"segae_spark": __version__}
-    for dist in ("pyspark", "tensorflow-cpu", "tensorflow", "keras", "numpy"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
@@ -190,7 +180,7 @@ def main() -> None:
     total_s = round(time.perf_counter() - total_start, 1)
     report = {
         "date": time.strftime("%Y-%m-%d"),
-        "versions": versions(),
+        "versions": dependency_versions(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "spark_parallelism": spark.sparkContext.defaultParallelism,
         "spark_task_cpus": spark.conf.get("spark.task.cpus", "1"),

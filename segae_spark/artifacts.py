@@ -70,9 +70,10 @@ def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(path)
 
 
-def _versions() -> dict[str, str]:
+def dependency_versions() -> dict[str, str]:
+    """Python, segae-spark and the installed versions of the libraries results depend on."""
     versions = {"python": platform.python_version(), "segae_spark": __version__}
-    for dist in ("pyspark", "numpy", "pyarrow", "pandas", "keras", "tensorflow", "tensorflow-cpu", "deltalake"):
+    for dist in ("pyspark", "numpy", "pyarrow", "pandas", "keras", "tensorflow", "tensorflow-cpu", "deltalake", "scikit-learn"):
         try:
             versions[dist] = importlib_metadata.version(dist)
         except importlib_metadata.PackageNotFoundError:
@@ -124,7 +125,7 @@ def write_artifact(path: str, model, spark) -> None:
         "format_version": FORMAT_VERSION,
         "model_id": model.model_id,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "versions": _versions(),
+        "versions": dependency_versions(),
         "features": {**artifact.spec.to_dict(), "names": artifact.feature_names, "size": len(artifact.feature_names)},
         "params": model.param_values(),
         "segments": artifact.segments,
