@@ -1,5 +1,6 @@
 """The scoring path: vectorised per-segment errors, weights cached per process, no TensorFlow."""
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pyarrow as pa
 import pytest
 
 from segae_spark import scoring
+from segae_spark.data import generate_transactions
 from segae_spark.models.numpy_engine import NumpyAutoencoder
 from segae_spark.models.reconstruction import row_errors
 from segae_spark.scoring import OutputColumns, ScoringPlan, score_batch
@@ -84,8 +86,8 @@ def test_weights_are_decoded_once_per_process(monkeypatch):
 
 
 @pytest.mark.slow
-def test_scoring_a_saved_model_never_imports_tensorflow(saved_model_dir, tmp_path):
-    """Driver and executors run with TensorFlow and Keras made unimportable."""
+def test_scoring_a_saved_model_never_imports_tensorflow(spark, fitted_model, saved_model_dir, tmp_path):
+    """Driver and executors run with TensorFlow and Keras made unimportable, and score exactly as here."""
     blocker = tmp_path / "blocker"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text(
@@ -109,14 +111,20 @@ def test_scoring_a_saved_model_never_imports_tensorflow(saved_model_dir, tmp_pat
         spark = get_or_create_session({{"spark.master": "local[2]"}})
         df = generate_transactions(spark, 500, seed=3)
         scored = SegmentAEModel.load({saved_model_dir!r}).transform(df)
-        n = scored.filter("anomaly_score >= 0").count()
-        import sys
-        assert n == 500, n
+        rows = scored.select("transaction_id", "anomaly_score").collect()
+        import json, sys
+        assert len(rows) == 500, len(rows)
         assert not any(m.split(".")[0] in ("tensorflow", "keras") for m in sys.modules)
-        print("SCORED", n)
+        print("SCORES " + json.dumps({{r.transaction_id: r.anomaly_score for r in rows}}))
         """
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "SCORED 500" in result.stdout
+    line = next(x for x in result.stdout.splitlines() if x.startswith("SCORES "))
+    other_process = json.loads(line.removeprefix("SCORES "))
+    this_process = {
+        r.transaction_id: r.anomaly_score
+        for r in fitted_model.transform(generate_transactions(spark, 500, seed=3)).select("transaction_id", "anomaly_score").collect()
+    }
+    assert other_process == this_process  # bitwise: trained here, loaded and scored there
