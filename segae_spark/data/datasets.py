@@ -268,7 +268,7 @@ def protocol_split(df: DataFrame, label_col: str, seed: int = 42, id_col: str = 
     for c in (id_col, label_col):
         if c not in df.columns:
             raise SchemaError(f"protocol_split: column {c!r} is not in the table; columns: {df.columns}")
-    keys = df.select(F.col(id_col).cast("long").alias("i"), F.col(label_col).cast("int").alias("y")).toPandas()
+    keys = df.select(F.col(id_col).cast("long").alias("i"), F.col(label_col).cast("int").alias("y")).toPandas()  # small: ids and labels of a benchmark table (< 50k rows)
     if keys["y"].isna().any():
         raise SchemaError(f"protocol_split: label column {label_col!r} has nulls")
     train_ids, test_ids = protocol_ids(keys["i"].to_numpy(), keys["y"].to_numpy(), seed)

@@ -31,16 +31,14 @@ import numpy as np
 
 from segae_spark.errors import ArtifactError
 from segae_spark.models.numpy_engine import (
+    MeanOfReconstructionErrors,
     NumpyAutoencoder,
     NumpyEnsemble,
     _check_batch_size,
-    _check_metric,
     _mean,
     _output_count,
     load_engine,
 )
-from segae_spark.models.reconstruction import feature_errors as _feature_errors
-from segae_spark.models.reconstruction import row_errors as _row_errors
 
 __all__ = [
     "EngineKind",
@@ -57,7 +55,7 @@ logger = logging.getLogger("segae_spark")
 EngineKind = Literal["numpy", "keras"]
 
 
-class KerasEngine:
+class KerasEngine(MeanOfReconstructionErrors):
     """A Keras model behind the scoring interface (``row_errors``, ``feature_errors``).
 
     The model maps rows ``(n, d)`` to reconstructions ``(n, d)`` (or to a
@@ -150,15 +148,6 @@ class KerasEngine:
         return _mean([r.astype(np.float64) for r in recons]).astype(np.float32)
 
     __call__ = predict
-
-    def row_errors(self, x: np.ndarray, metric: str = "mse", batch_size: int | None = None) -> np.ndarray:
-        """Reconstruction error of each row (mean over outputs), float64 ``(n,)``."""
-        _check_metric(metric)
-        return _mean([_row_errors(x, r, metric) for r in self.reconstructions(x, batch_size)])
-
-    def feature_errors(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        """Squared error of each feature of each row (mean over outputs), float64 ``(n, d)``."""
-        return _mean([_feature_errors(x, r) for r in self.reconstructions(x, batch_size)])
 
 
 ScoringEngine = Union[NumpyAutoencoder, NumpyEnsemble, KerasEngine]

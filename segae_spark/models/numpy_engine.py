@@ -558,7 +558,27 @@ class NumpyAutoencoder:
 
 
 # ------------------------------------------------------------------ ensemble
-class NumpyEnsemble:
+class MeanOfReconstructionErrors:
+    """Errors of an engine with several reconstructions (ensemble members, model outputs).
+
+    The score is the mean of each reconstruction's error, not the error of
+    the mean reconstruction; subclasses provide ``reconstructions(x, batch_size)``.
+    """
+
+    def reconstructions(self, x: np.ndarray, batch_size: int | None = None) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def row_errors(self, x: np.ndarray, metric: str = "mse", batch_size: int | None = None) -> np.ndarray:
+        """Mean over reconstructions of each one's row error, float64 ``(n,)``."""
+        _check_metric(metric)
+        return _mean([_row_errors(x, r, metric) for r in self.reconstructions(x, batch_size)])
+
+    def feature_errors(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Mean over reconstructions of each one's squared feature errors, float64 ``(n, n_features)``."""
+        return _mean([_feature_errors(x, r) for r in self.reconstructions(x, batch_size)])
+
+
+class NumpyEnsemble(MeanOfReconstructionErrors):
     """Several autoencoders scoring the same rows; errors are the members' mean.
 
     A row's error is the mean over members of each member's row error (for
@@ -612,15 +632,6 @@ class NumpyEnsemble:
         return _mean([r.astype(np.float64) for r in self.reconstructions(x, batch_size)]).astype(np.float32)
 
     __call__ = predict
-
-    def row_errors(self, x: np.ndarray, metric: str = "mse", batch_size: int | None = None) -> np.ndarray:
-        """Mean over members of each member's row error, float64 ``(n,)``."""
-        _check_metric(metric)
-        return _mean([_row_errors(x, r, metric) for r in self.reconstructions(x, batch_size)])
-
-    def feature_errors(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        """Mean over members of each member's feature errors, float64 ``(n, n_features)``."""
-        return _mean([_feature_errors(x, r) for r in self.reconstructions(x, batch_size)])
 
     # ------------------------------------------------------------ persistence
     def to_npz_bytes(self) -> bytes:
