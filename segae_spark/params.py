@@ -30,7 +30,7 @@ class SegmentAEParams(HasSeed):
     idCol = Param(Params._dummy(), "idCol", "row id column, excluded from features; empty = none", TypeConverters.toString)
     dateCol = Param(Params._dummy(), "dateCol", "event date column, excluded from features; empty = none", TypeConverters.toString)
     imputeStrategy = Param(Params._dummy(), "imputeStrategy", "numeric imputation: mean, median or mode", TypeConverters.toString)
-    scaler = Param(Params._dummy(), "scaler", "feature scaler: minmax or standard", TypeConverters.toString)
+    scaler = Param(Params._dummy(), "scaler", "numeric scaler: minmax, standard or robust (median / IQR)", TypeConverters.toString)
     clusterModel = Param(Params._dummy(), "clusterModel", "clustering algorithm: kmeans", TypeConverters.toString)
     nClusters = Param(Params._dummy(), "nClusters", "number of segments (>= 2)", TypeConverters.toInt)
     autoencoder = Param(Params._dummy(), "autoencoder", "autoencoder settings: type dense (default), batchnorm or ensemble, plus its fields (see segae_spark.models)", _dict)

@@ -11,9 +11,7 @@ from __future__ import annotations
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.feature import (
     Imputer,
-    MinMaxScaler,
     OneHotEncoder,
-    StandardScaler,
     StringIndexer,
     StringIndexerModel,
     SQLTransformer,
@@ -21,13 +19,13 @@ from pyspark.ml.feature import (
 )
 
 from segae_spark.errors import ConfigError
+from segae_spark.features.scalers import SCALERS, ColumnScaler
 from segae_spark.features.schema import FeatureSpec
 
 FEATURES_COL = "__segae_features"
 MISSING_CATEGORY = "__missing__"
 UNSEEN_CATEGORY = "__unseen__"
 IMPUTE_STRATEGIES = ("mean", "median", "mode")
-SCALERS = ("minmax", "standard")
 
 _PREFIX = "__segae_"
 
@@ -64,16 +62,12 @@ def build_preprocessing(spec: FeatureSpec, impute_strategy: str = "median", scal
     final_inputs: list[str] = []
     if spec.numeric:
         imputed = [f"{_PREFIX}imp_{c}" for c in spec.numeric]
-        assembled, scaled = f"{_PREFIX}numeric", f"{_PREFIX}scaled"
+        scaled = [f"{_PREFIX}scaled_{c}" for c in spec.numeric]
         stages.append(
             Imputer(inputCols=[_num(c) for c in spec.numeric], outputCols=imputed, strategy=impute_strategy)
         )
-        stages.append(VectorAssembler(inputCols=imputed, outputCol=assembled, handleInvalid="error"))
-        if scaler == "minmax":
-            stages.append(MinMaxScaler(inputCol=assembled, outputCol=scaled))
-        else:
-            stages.append(StandardScaler(inputCol=assembled, outputCol=scaled, withMean=True, withStd=True))
-        final_inputs.append(scaled)
+        stages.append(ColumnScaler(inputCols=imputed, outputCols=scaled, method=scaler))
+        final_inputs += scaled
     if spec.categorical:
         indexed = [f"{_PREFIX}idx_{c}" for c in spec.categorical]
         encoded = [f"{_PREFIX}ohe_{c}" for c in spec.categorical]

@@ -1,0 +1,96 @@
+"""Per-column scaling fitted in one Spark aggregation, applied as plain SQL.
+
+Spark's MinMaxScaler maps a column that was constant in training to 0.5 for
+every value, and its StandardScaler to 0.0: either way a value that changes
+at scoring time becomes invisible to the autoencoder. Here, as in
+scikit-learn, a zero range (or standard deviation, or IQR) gets scale 1, so
+the training value maps to 0 and any other value still shows.
+
+:class:`ColumnScaler` is an Estimator whose fitted form is a
+``SQLTransformer`` with the learned offsets and scales written into its
+statement as exact float literals: it persists with Spark's own writer and
+runs inside the JVM at scoring time.
+"""
+
+from __future__ import annotations
+
+from pyspark import keyword_only
+from pyspark.ml import Estimator
+from pyspark.ml.feature import SQLTransformer
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import HasInputCols, HasOutputCols, HasRelativeError
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from segae_spark.errors import ConfigError, SchemaError
+
+SCALERS = ("minmax", "standard", "robust")
+
+
+def _quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+class ColumnScaler(Estimator, HasInputCols, HasOutputCols, HasRelativeError):
+    """Scale numeric columns: ``(x - offset) * scale`` with offset/scale learned by ``method``.
+
+    * ``minmax``: offset = min, scale = 1 / (max - min)  -> [0, 1] on training data
+    * ``standard``: offset = mean, scale = 1 / population std (scikit-learn's)
+    * ``robust``: offset = median, scale = 1 / IQR (q75 - q25), quantiles from
+      ``percentile_approx`` with ``relativeError``
+
+    A zero spread gets scale 1; a column that is entirely null fails the fit
+    with a SchemaError naming it.
+    """
+
+    method = Param(Params._dummy(), "method", f"scaling method, one of {SCALERS}", TypeConverters.toString)
+
+    @keyword_only
+    def __init__(self, *, inputCols=None, outputCols=None, method="minmax", relativeError=0.001):
+        super().__init__()
+        self._setDefault(method="minmax", relativeError=0.001)
+        self._set(**self._input_kwargs)
+
+    def _statistics(self, dataset: DataFrame, columns: list[str], method: str) -> list[tuple[float | None, float | None]]:
+        """(offset, spread) of each column, from one aggregation."""
+        exprs = []
+        for i, c in enumerate(columns):
+            col = F.col(_quote(c)).cast("double")
+            if method == "minmax":
+                exprs += [F.min(col).alias(f"a{i}"), F.max(col).alias(f"b{i}")]
+            elif method == "standard":
+                exprs += [F.avg(col).alias(f"a{i}"), F.stddev_pop(col).alias(f"b{i}")]
+            else:
+                accuracy = int(round(1.0 / self.getOrDefault(self.relativeError)))
+                q = F.percentile_approx(col, [0.25, 0.5, 0.75], accuracy)
+                exprs += [q.alias(f"q{i}")]
+        row = dataset.agg(*exprs).first()  # small: two numbers per column
+        stats = []
+        for i in range(len(columns)):
+            if method == "minmax":
+                low, high = row[f"a{i}"], row[f"b{i}"]
+                stats.append((low, None if low is None else high - low))
+            elif method == "standard":
+                stats.append((row[f"a{i}"], row[f"b{i}"]))
+            else:
+                q = row[f"q{i}"]
+                stats.append((None, None) if q is None or q[1] is None else (q[1], q[2] - q[0]))
+        return stats
+
+    def _fit(self, dataset: DataFrame) -> SQLTransformer:
+        method = self.getOrDefault(self.method)
+        if method not in SCALERS:
+            raise ConfigError(f"scaler must be one of {SCALERS}, got {method!r}")
+        inputs, outputs = self.getInputCols(), self.getOutputCols()
+        if len(inputs) != len(outputs):
+            raise ConfigError(f"ColumnScaler needs as many outputCols as inputCols, got {len(inputs)} and {len(outputs)}")
+        missing = [c for c in inputs if c not in dataset.columns]
+        if missing:
+            raise SchemaError(f"columns to scale {missing} are not in the data")
+        terms = []
+        for column, output, (offset, spread) in zip(inputs, outputs, self._statistics(dataset, inputs, method)):
+            if offset is None:
+                raise SchemaError(f"numeric column {column!r} is entirely null in the training data; exclude it")
+            scale = 1.0 / spread if spread else 1.0
+            terms.append(f"(CAST({_quote(column)} AS DOUBLE) - ({offset!r})) * ({scale!r}) AS {_quote(output)}")
+        return SQLTransformer(statement=f"SELECT *, {', '.join(terms)} FROM __THIS__")
