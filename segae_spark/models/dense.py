@@ -47,6 +47,25 @@ DENSE_ACTIVATIONS = (
 computed by the numpy engine (see ``ACTIVATIONS`` there)."""
 
 
+def config_fields(cls, d: Mapping) -> dict:
+    """The keyword arguments of config class ``cls`` in a config section ``d``.
+
+    ``d`` must be a mapping whose ``type``, if present, is ``cls.type`` and
+    whose other keys are fields of ``cls``; ConfigError names what is wrong.
+    """
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"{cls.label} config must be a mapping, got {type(d).__name__}")
+    d = dict(d)
+    kind = d.pop("type", cls.type)
+    if kind != cls.type:
+        raise ConfigError(f"type {kind!r} does not match {cls.__name__}, whose type is {cls.type!r}")
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(str(k) for k in d if k not in known)
+    if unknown:
+        raise ConfigError(f"unknown {cls.label} config key(s) {unknown}; expected keys among {['type', *known]}")
+    return d
+
+
 @dataclass(frozen=True)
 class StackAutoencoderConfig:
     """Settings shared by the autoencoders built as a stack of hidden blocks.
@@ -100,17 +119,7 @@ class StackAutoencoderConfig:
 
         A ``type`` key, if present, must be this class's type.
         """
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"{cls.label} config must be a mapping, got {type(d).__name__}")
-        d = dict(d)
-        kind = d.pop("type", cls.type)
-        if kind != cls.type:
-            raise ConfigError(f"type {kind!r} does not match {cls.__name__}, whose type is {cls.type!r}")
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(str(k) for k in d if k not in known)
-        if unknown:
-            raise ConfigError(f"unknown {cls.label} config key(s) {unknown}; expected keys among {['type', *known]}")
-        return cls(**d)
+        return cls(**config_fields(cls, d))
 
     def to_dict(self) -> dict:
         """JSON-ready dict with its ``type``; ``from_dict(to_dict())`` gives an equal config."""

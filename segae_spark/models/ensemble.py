@@ -37,6 +37,7 @@ from segae_spark.models.dense import (
     DenseAutoencoderConfig,
     StackAutoencoderConfig,
     TrainingResult,
+    config_fields,
     _int,
     _seed,
     train_autoencoder,
@@ -102,17 +103,7 @@ class EnsembleAutoencoderConfig:
     @classmethod
     def from_dict(cls, d: Mapping) -> "EnsembleAutoencoderConfig":
         """Build from a mapping; missing keys take defaults, ``base`` is a dict."""
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"{cls.label} config must be a mapping, got {type(d).__name__}")
-        d = dict(d)
-        kind = d.pop("type", cls.type)
-        if kind != cls.type:
-            raise ConfigError(f"type {kind!r} does not match {cls.__name__}, whose type is {cls.type!r}")
-        known = ["members", "base", "width_scales"]
-        unknown = sorted(str(k) for k in d if k not in known)
-        if unknown:
-            raise ConfigError(f"unknown {cls.label} config key(s) {unknown}; expected keys among {['type', *known]}")
-        return cls(**d)
+        return cls(**config_fields(cls, d))
 
     def to_dict(self) -> dict:
         """JSON-ready dict with its ``type``; ``from_dict(to_dict())`` gives an equal config."""

@@ -11,11 +11,11 @@ readable from the executors (DBFS, a Unity Catalog volume, shared storage).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Mapping
 
 from segae_spark.errors import ConfigError
-from segae_spark.models.dense import _float, _int
+from segae_spark.models.dense import _float, _int, config_fields
 
 # path -> template model, per process: a task reuses what an earlier task loaded.
 _TEMPLATES: dict[str, Any] = {}
@@ -32,6 +32,7 @@ class UserKerasConfig:
     early_stopping_patience: int = 5
     learning_rate: float = 1e-3
     type: ClassVar[str] = "keras"
+    label: ClassVar[str] = "keras autoencoder"
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or not self.path.endswith(".keras"):
@@ -44,13 +45,10 @@ class UserKerasConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "UserKerasConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known - {"type"})
-        if unknown:
-            raise ConfigError(f"unknown keras autoencoder config key(s) {unknown}; expected keys among {['type', *sorted(known)]}")
-        if "path" not in d:
+        kwargs = config_fields(cls, d)
+        if "path" not in kwargs:
             raise ConfigError("a keras autoencoder config needs 'path': the user's .keras model file")
-        return cls(**{k: v for k, v in d.items() if k != "type"})
+        return cls(**kwargs)
 
     def to_dict(self) -> dict:
         return {"type": self.type, **asdict(self)}

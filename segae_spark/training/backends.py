@@ -12,13 +12,13 @@ from __future__ import annotations
 import functools
 import json
 import time
-from functools import reduce
 from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import (
     ArrayType,
     BinaryType,
@@ -30,10 +30,10 @@ from pyspark.sql.types import (
 )
 
 from segae_spark.errors import ConfigError
+from segae_spark.features.arrays import feature_matrix
 from segae_spark.models.autoencoders import AutoencoderConfig, autoencoder_config_from_dict
 from segae_spark.models.reconstruction import THRESHOLD_METRICS
 from segae_spark.progress import logger
-from segae_spark.features.arrays import feature_matrix
 from segae_spark.training.sampling import cap_by_hash, sample_filter, sample_segments
 from segae_spark.training.segments import SHARED_MODEL, TrainedModel, group_samples, train_model
 
@@ -52,7 +52,10 @@ _RESULT_SCHEMA = StructType(
     ]
 )
 
-TrainingOutput = tuple[dict[str, TrainedModel], dict[int, np.ndarray]]
+_RESULT_ARROW_SCHEMA = to_arrow_schema(_RESULT_SCHEMA)
+
+# (models by name, {segment: {metric: sorted training errors}})
+TrainingOutput = tuple[dict[str, TrainedModel], dict[int, dict[str, np.ndarray]]]
 
 
 def train_models(
@@ -142,7 +145,7 @@ def _train_in_tasks(assigned, columns, counts, plan, config, seed, max_rows) -> 
         name_of = F.create_map(*[F.lit(x) for seg, name in sorted(own.items()) for x in (seg, name)])
         parts.append(sampled.filter(F.col(segment_col).isin(sorted(own))).withColumn(_MODEL, name_of[F.col(segment_col)]))
     key_of = F.create_map(*[F.lit(x) for name in names for x in (name, keys[name])])
-    grouped = reduce(DataFrame.unionByName, parts).withColumn(_KEY, key_of[F.col(_MODEL)].cast("long"))
+    grouped = functools.reduce(DataFrame.unionByName, parts).withColumn(_KEY, key_of[F.col(_MODEL)].cast("long"))
     threads = _task_threads(assigned.sparkSession, len(names))
     task = functools.partial(
         _train_partition,
@@ -224,14 +227,5 @@ def _train_partition(
                 "errors": [errors[s][m].tolist() for s in order for m in THRESHOLD_METRICS],
             }
         ],
-        schema=pa.schema(
-            [
-                ("model", pa.string()),
-                ("npz", pa.binary()),
-                ("keras", pa.binary()),
-                ("training", pa.string()),
-                ("segments", pa.list_(pa.int32())),
-                ("errors", pa.list_(pa.list_(pa.float64()))),
-            ]
-        ),
+        schema=_RESULT_ARROW_SCHEMA,
     )
