@@ -7,7 +7,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv demo test bench bench-quality bench-modes clean
+.PHONY: venv demo test bench bench-quality bench-modes bench-prep clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,3 +33,6 @@ bench-quality: venv
 
 bench-modes: venv
 	$(PY) benchmarks/training_modes.py $(MODES_ARGS)
+
+bench-prep: venv
+	$(PY) benchmarks/preprocessing_clustering.py $(PREP_ARGS)

@@ -20,9 +20,11 @@ Same work in both modes: KMeans into K segments, then
 Same architecture ([32, 16, 8]), batch 256, 10 % validation, and every model
 runs exactly ``--epochs`` epochs (early-stopping patience = epochs, so early
 stopping never cuts one model's work short against another's). Each mode runs
-with each ``trainingBackend`` asked for: ``per_segment`` (one Spark task per
-model; TensorFlow limited to ``spark.task.cpus`` threads) and ``local`` (the
-driver trains the models one after another with every core). One small
+with each ``trainingBackend`` asked for: ``per_segment`` (the models spread
+over at most one Spark task per task slot, each task training its models
+together as one stacked computation; TensorFlow limited to
+``spark.task.cpus`` threads) and ``local`` (the driver trains them together
+with every core). One small
 warm-up fit per backend runs first, so no timed fit pays for importing
 TensorFlow into the Python workers.
 

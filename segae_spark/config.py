@@ -13,14 +13,21 @@ import yaml
 
 from segae_spark.errors import ConfigError
 
-# key -> expected type, or a nested schema; "autoencoder" and "spark" are free
-# mappings checked by their consumers (segae_spark.models.autoencoder_config_from_dict, Spark).
+# key -> expected type (a tuple: any of these types or literal values), or a
+# nested schema; "autoencoder" and "spark" are free mappings checked by their
+# consumers (segae_spark.models.autoencoder_config_from_dict, Spark).
 SCHEMA: dict[str, Any] = {
     "label_col": str,
     "seed": int,
     "features": {"numeric": list, "categorical": list, "exclude": list, "id_col": str, "date_col": str},
-    "preprocessing": {"impute_strategy": str, "scaler": str},
-    "clustering": {"model": str, "n_clusters": int},
+    "preprocessing": {
+        "impute_strategy": str,
+        "categorical_impute_strategy": str,
+        "encoder": str,
+        "max_categories": int,
+        "scaler": str,
+    },
+    "clustering": {"model": str, "n_clusters": (int, "auto"), "k_range": list, "sample_size": int, "runs": int},
     "autoencoder": dict,
     "training": {"mode": str, "backend": str, "max_rows_per_segment": int, "min_rows_per_segment": int},
     "threshold": {"method": str, "metric": str, "ratio": (int, float), "quantile": float, "contamination": float},
@@ -37,9 +44,15 @@ PARAM_NAMES = {
     "features.id_col": "idCol",
     "features.date_col": "dateCol",
     "preprocessing.impute_strategy": "imputeStrategy",
+    "preprocessing.categorical_impute_strategy": "categoricalImputeStrategy",
+    "preprocessing.encoder": "encoder",
+    "preprocessing.max_categories": "maxCategories",
     "preprocessing.scaler": "scaler",
     "clustering.model": "clusterModel",
     "clustering.n_clusters": "nClusters",
+    "clustering.k_range": "nClustersRange",
+    "clustering.sample_size": "clusterSampleSize",
+    "clustering.runs": "clusterRuns",
     "autoencoder": "autoencoder",
     "training.max_rows_per_segment": "maxRowsPerSegment",
     "training.min_rows_per_segment": "minRowsPerSegment",
@@ -55,8 +68,13 @@ PARAM_NAMES = {
 
 def _type_name(expected) -> str:
     if isinstance(expected, tuple):
-        return " or ".join(t.__name__ for t in expected)
+        return " or ".join(t.__name__ if isinstance(t, type) else repr(t) for t in expected)
     return "mapping" if expected is dict else expected.__name__
+
+
+def _matches(item: Any, expected) -> bool:
+    options = expected if isinstance(expected, tuple) else (expected,)
+    return any(isinstance(item, o) if isinstance(o, type) else item == o for o in options)
 
 
 def _check(value: Any, schema: Mapping[str, Any], prefix: str) -> None:
@@ -69,7 +87,7 @@ def _check(value: Any, schema: Mapping[str, Any], prefix: str) -> None:
         expected = schema[key]
         if isinstance(expected, dict):
             _check(item, expected, dotted)
-        elif isinstance(item, bool) and expected is not bool or not isinstance(item, expected):
+        elif isinstance(item, bool) and expected is not bool or not _matches(item, expected):
             raise ConfigError(f"config key {dotted!r} must be a {_type_name(expected)}, got {item!r}")
 
 

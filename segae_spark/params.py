@@ -11,6 +11,8 @@ from __future__ import annotations
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasSeed
 
+from segae_spark.clustering import DEFAULT_K_RANGE, DEFAULT_RUNS, DEFAULT_SAMPLE_SIZE, to_n_clusters
+from segae_spark.features.encoders import DEFAULT_MAX_CATEGORIES
 from segae_spark.thresholds import ThresholdRule
 
 
@@ -29,15 +31,21 @@ class SegmentAEParams(HasSeed):
     labelCol = Param(Params._dummy(), "labelCol", "0/1 label column; when set, only label==0 rows train; empty = none", TypeConverters.toString)
     idCol = Param(Params._dummy(), "idCol", "row id column, excluded from features; empty = none", TypeConverters.toString)
     dateCol = Param(Params._dummy(), "dateCol", "event date column, excluded from features; empty = none", TypeConverters.toString)
-    imputeStrategy = Param(Params._dummy(), "imputeStrategy", "numeric imputation: mean, median or mode", TypeConverters.toString)
+    imputeStrategy = Param(Params._dummy(), "imputeStrategy", "numeric imputation: mean, median or most_frequent (alias mode)", TypeConverters.toString)
+    categoricalImputeStrategy = Param(Params._dummy(), "categoricalImputeStrategy", "categorical imputation: constant (nulls become the category __missing__) or most_frequent", TypeConverters.toString)
+    encoder = Param(Params._dummy(), "encoder", "categorical encoder: one_hot (capped at maxCategories), label (codes by frequency) or inverse_frequency (SegmentAE's IFrequencyEncoder)", TypeConverters.toString)
+    maxCategories = Param(Params._dummy(), "maxCategories", "one_hot: slots per column for the most frequent categories; rarer and unseen ones share an __other__ slot", TypeConverters.toInt)
     scaler = Param(Params._dummy(), "scaler", "numeric scaler: minmax, standard or robust (median / IQR)", TypeConverters.toString)
-    clusterModel = Param(Params._dummy(), "clusterModel", "clustering algorithm: kmeans", TypeConverters.toString)
-    nClusters = Param(Params._dummy(), "nClusters", "number of segments (>= 2)", TypeConverters.toInt)
+    clusterModel = Param(Params._dummy(), "clusterModel", "clustering algorithm: kmeans, bisecting_kmeans or gaussian_mixture (Spark, on all rows); minibatch_kmeans or agglomerative (scikit-learn on a clusterSampleSize sample, agglomerative on at most 5,000 of its rows; every row goes to its nearest centroid)", TypeConverters.toString)
+    nClusters = Param(Params._dummy(), "nClusters", "number of segments (>= 2), or 'auto': the K of nClustersRange with the best silhouette on a clusterSampleSize sample", to_n_clusters)
+    nClustersRange = Param(Params._dummy(), "nClustersRange", "[smallest K, largest K] tried when nClusters is 'auto'", TypeConverters.toListInt)
+    clusterRuns = Param(Params._dummy(), "clusterRuns", "fits with seeds seed, seed+1, ...; the lowest-cost one is kept (scikit-learn's n_init; agglomerative has one)", TypeConverters.toInt)
+    clusterSampleSize = Param(Params._dummy(), "clusterSampleSize", "rows (at most; seeded, order-independent) that minibatch_kmeans / agglomerative are fitted on and 'auto' scores each K on", TypeConverters.toInt)
     autoencoder = Param(Params._dummy(), "autoencoder", "autoencoder settings: type dense (default), batchnorm or ensemble, plus its fields (see segae_spark.models)", _dict)
     maxRowsPerSegment = Param(Params._dummy(), "maxRowsPerSegment", "training rows sampled per segment (bounded, seeded)", TypeConverters.toInt)
     minRowsPerSegment = Param(Params._dummy(), "minRowsPerSegment", "segments with fewer training rows use the global model", TypeConverters.toInt)
     trainingMode = Param(Params._dummy(), "trainingMode", "per_segment (one autoencoder per segment) or shared (one for all, SegmentAE's way)", TypeConverters.toString)
-    trainingBackend = Param(Params._dummy(), "trainingBackend", "per_segment (one Spark task per model, in parallel) or local (on the driver)", TypeConverters.toString)
+    trainingBackend = Param(Params._dummy(), "trainingBackend", "per_segment (models spread over parallel Spark tasks, trained together per task) or local (on the driver)", TypeConverters.toString)
     thresholdMethod = Param(Params._dummy(), "thresholdMethod", "mean_ratio (SegmentAE's rule), quantile or contamination", TypeConverters.toString)
     thresholdQuantile = Param(Params._dummy(), "thresholdQuantile", "quantile of the segment's training errors (thresholdMethod=quantile)", TypeConverters.toFloat)
     contamination = Param(Params._dummy(), "contamination", "expected anomaly share per segment (thresholdMethod=contamination)", TypeConverters.toFloat)
@@ -58,9 +66,15 @@ class SegmentAEParams(HasSeed):
             idCol="transaction_id",
             dateCol="event_date",
             imputeStrategy="median",
+            categoricalImputeStrategy="constant",
+            encoder="one_hot",
+            maxCategories=DEFAULT_MAX_CATEGORIES,
             scaler="minmax",
             clusterModel="kmeans",
             nClusters=4,
+            nClustersRange=list(DEFAULT_K_RANGE),
+            clusterSampleSize=DEFAULT_SAMPLE_SIZE,
+            clusterRuns=DEFAULT_RUNS,
             autoencoder={},
             maxRowsPerSegment=20000,
             minRowsPerSegment=200,

@@ -29,10 +29,10 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from segae_spark.artifacts import ModelArtifact, read_artifact, write_artifact
-from segae_spark.clustering import fit_segmenter
+from segae_spark.clustering import check_segmenter_params, fit_segmenter, segment_sizes
 from segae_spark.errors import ConfigError, NotFittedError, SchemaError
 from segae_spark.evaluation import evaluate
-from segae_spark.features.preprocessing import FEATURES_COL, build_preprocessing, feature_names
+from segae_spark.features.preprocessing import FEATURES_COL, build_preprocessing, feature_names, unseen_categories
 from segae_spark.features.schema import FeatureSpec, resolve_features
 from segae_spark.models.autoencoders import AutoencoderConfig, autoencoder_config_from_dict
 from segae_spark.models.reconstruction import THRESHOLD_METRICS
@@ -99,6 +99,9 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
             raise ConfigError(f"output column names must differ, got {outputs}")
         exclude = list(get(self.excludeCols)) + [c for c in (label, get(self.idCol), get(self.dateCol)) if c and c in df.columns]
         spec = resolve_features(df.schema, get(self.numericCols), get(self.categoricalCols), exclude)
+        check_segmenter_params(
+            get(self.clusterModel), get(self.nClusters), get(self.nClustersRange), get(self.clusterSampleSize), get(self.clusterRuns)
+        )
         config = autoencoder_config_from_dict(get(self.autoencoder))
         if isinstance(config, UserKerasConfig):
             config.check_readable()
@@ -107,6 +110,15 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
     def _fit(self, dataset: DataFrame) -> "SegmentAEModel":
         get = self.getOrDefault
         spec, ae_config = self._validate(dataset)
+        # Built here, before any Spark job, so a bad preprocessing option fails first.
+        unfitted_preprocessing = build_preprocessing(
+            spec,
+            get(self.imputeStrategy),
+            get(self.scaler),
+            encoder=get(self.encoder),
+            max_categories=get(self.maxCategories),
+            categorical_impute_strategy=get(self.categoricalImputeStrategy),
+        )
         seed = get(self.seed)
         timings: dict[str, float] = {}
         label = get(self.labelCol)
@@ -124,17 +136,25 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
         train = train.withColumn(_HASH, row_hash(seed, key_cols)).repartition(partitions, _HASH).sortWithinPartitions(_HASH)
 
         with stage("fit preprocessing", timings):
-            preprocessing = build_preprocessing(spec, get(self.imputeStrategy), get(self.scaler)).fit(train)
+            preprocessing = unfitted_preprocessing.fit(train)
             names = feature_names(preprocessing, spec)
             features = preprocessing.transform(train).select(_HASH, FEATURES_COL).cache()
         with stage("fit clustering", timings):
-            segmenter = fit_segmenter(
-                features, FEATURES_COL, _SEGMENT, get(self.clusterModel), get(self.nClusters), seed
+            clustering = fit_segmenter(
+                features,
+                FEATURES_COL,
+                _SEGMENT,
+                model=get(self.clusterModel),
+                n_clusters=get(self.nClusters),
+                seed=seed,
+                k_range=get(self.nClustersRange),
+                sample_size=get(self.clusterSampleSize),
+                runs=get(self.clusterRuns),
             )
+            segmenter = clustering.model
             assigned = segmenter.transform(features)
-            counts = {int(r[0]): int(r[1]) for r in assigned.groupBy(_SEGMENT).count().collect()}  # small: one row per segment
-            counts = {seg: counts.get(seg, 0) for seg in range(get(self.nClusters))}
-            logger.info("fit: %d training rows in segments %s", rows, counts)
+            counts = segment_sizes(assigned, _SEGMENT, clustering.n_segments)
+            logger.info("fit: %d training rows in %d segments", rows, len(counts))
         plan = model_plan(counts, get(self.trainingMode), get(self.minRowsPerSegment), get(self.maxRowsPerSegment))
         with stage("train autoencoders", timings):
             models, errors = train_models(
@@ -168,7 +188,7 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
             models=models,
             segments=segments,
             train_errors=errors,
-            training={"rows": rows, "timings": timings, "autoencoder": ae_config.to_dict()},
+            training={"rows": rows, "timings": timings, "clustering": clustering.to_dict(), "autoencoder": ae_config.to_dict()},
         )
         model = SegmentAEModel(artifact)
         self._copyValues(model)
@@ -257,6 +277,15 @@ class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
         """One dict per segment: training rows, model used, threshold and error stats."""
         thresholds = self.thresholds
         return [{**s, "threshold": thresholds[s["segment"]]} for s in self.artifact.segments]
+
+    def unseen_categories(self, df: DataFrame) -> dict[str, int]:
+        """Per categorical feature, how many values of ``df`` training never saw (one Spark aggregation).
+
+        Scoring never fails on them: each encoder maps them to its documented
+        value (see :mod:`segae_spark.features.encoders`).
+        """
+        self.artifact.spec.check_input(df.schema)
+        return unseen_categories(self.artifact.preprocessing, self.artifact.spec, df)
 
     def _broadcast_weights(self, spark):
         if self._weights is None:

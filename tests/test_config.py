@@ -19,6 +19,11 @@ def test_maps_dotted_keys_to_params():
     assert params == {"thresholdRatio": 3, "thresholdMetric": "mae", "excludeCols": ["x"], "seed": 7}
 
 
+def test_preprocessing_keys_map_to_params():
+    config = {"preprocessing": {"encoder": "label", "max_categories": 20, "categorical_impute_strategy": "most_frequent"}}
+    assert to_params(validate_config(config)) == {"encoder": "label", "maxCategories": 20, "categoricalImputeStrategy": "most_frequent"}
+
+
 @pytest.mark.parametrize(
     "config, message",
     [

@@ -108,6 +108,13 @@ def test_bad_inputs_fail_before_work(transactions, fitted_model):
         fitted_model.transform(scored)
 
 
+def test_unseen_categories_are_counted_and_still_scored(transactions, fitted_model):
+    new = transactions.limit(10).withColumn("channel", F.lit("teleport"))
+    counts = fitted_model.unseen_categories(new)
+    assert counts["channel"] == 10 and sum(counts.values()) == 10
+    assert fitted_model.transform(new).count() == 10
+
+
 def test_segmentae_verbs_change_thresholds_without_retraining(transactions, fitted_model):
     base = fitted_model.detections(transactions)
     doubled = fitted_model.detections(transactions, threshold_ratio=4.0)

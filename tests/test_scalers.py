@@ -1,4 +1,4 @@
-"""ColumnScaler: scikit-learn parity, zero spread, nulls, persistence."""
+"""ColumnScaler / ColumnScalerModel: scikit-learn parity, zero spread, nulls, persistence."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ from pyspark.ml import Pipeline, PipelineModel
 from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
 from segae_spark.errors import ConfigError, SchemaError
-from segae_spark.features.scalers import ColumnScaler
+from segae_spark.features.scalers import ColumnScaler, ColumnScalerModel
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +60,17 @@ def test_errors_name_the_problem(spark, data):
         ColumnScaler(inputCols=["nope"], outputCols=["y"]).fit(data)
 
 
-def test_fitted_scaler_persists_inside_a_pipeline(data, tmp_path):
-    model = Pipeline(stages=[ColumnScaler(inputCols=["a"], outputCols=["s"], method="standard")]).fit(data)
-    model.save(str(tmp_path / "p"))
+@pytest.mark.parametrize("method", ["minmax", "standard", "robust"])
+def test_fitted_scaler_round_trips_alone_and_inside_a_pipeline(data, tmp_path, method):
+    model = _fit(data, method)
+    assert isinstance(model, ColumnScalerModel) and len(model.offset_) == len(model.scale_) == 4
+    model.save(str(tmp_path / "alone"))
+    alone = ColumnScalerModel.load(str(tmp_path / "alone"))
+    assert (alone.offset_, alone.scale_, alone.getOrDefault(alone.method)) == (model.offset_, model.scale_, method)
+    expected = _matrix(model.transform(data), "s_")
+    np.testing.assert_array_equal(_matrix(alone.transform(data), "s_"), expected)  # exact: literals round-trip
+
+    pipeline = Pipeline(stages=[ColumnScaler(inputCols=["a"], outputCols=["s"], method=method)]).fit(data)
+    pipeline.save(str(tmp_path / "p"))
     again = PipelineModel.load(str(tmp_path / "p"))
-    assert again.transform(data).select("s").collect() == model.transform(data).select("s").collect()
+    assert again.transform(data).select("s").collect() == pipeline.transform(data).select("s").collect()

@@ -1,104 +1,141 @@
-"""The preprocessing stages: impute, encode categoricals, assemble, scale.
+"""The preprocessing pipeline: check and cast, impute, encode categoricals, scale, assemble.
 
-Built from Spark ML's own stages so the fitted pipeline persists with Spark's
-MLWriter and runs inside the JVM at scoring time. Intermediate columns carry a
-``__segae_`` prefix and are dropped by the caller; the output is one vector
+Every stage is a Spark ML stage that persists itself (Spark's own ``Imputer``
+and ``VectorAssembler``, and this package's stages with their MLWriter /
+MLReader), so the fitted ``PipelineModel`` saves with ``.save(path)``, loads
+in a fresh Spark session, and runs inside Spark at scoring time.
+Intermediate columns carry a ``__segae_`` prefix; the output is one vector
 column, :data:`FEATURES_COL`, whose positions are named by :func:`feature_names`.
+
+Stage order: :class:`FeatureCaster` (one aggregation that refuses unusable
+columns, then casts) -> numeric ``Imputer`` and :class:`CategoricalImputer`
+-> the category encoder -> :class:`ColumnScalerModel` over numerics and
+label / inverse-frequency codes -> ``VectorAssembler``. One-hot slots stay
+0/1 unscaled: a slot never set in training (the other slot, for unseen
+categories) must light up at scoring, not be scaled to a constant.
 """
 
 from __future__ import annotations
 
 from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.feature import (
-    Imputer,
-    OneHotEncoder,
-    StringIndexer,
-    StringIndexerModel,
-    SQLTransformer,
-    VectorAssembler,
-)
+from pyspark.ml.feature import Imputer, VectorAssembler
+from pyspark.sql import DataFrame
 
-from segae_spark.errors import ConfigError
+from segae_spark.errors import ArtifactError, ConfigError
+from segae_spark.features.casting import FeatureCaster
+from segae_spark.features.encoders import (
+    DEFAULT_MAX_CATEGORIES,
+    ENCODERS,
+    NUMERIC_ENCODERS,
+    CategoryEncoderModel,
+    category_encoder,
+)
+from segae_spark.features.imputers import CATEGORICAL_IMPUTE_STRATEGIES, CategoricalImputer
 from segae_spark.features.scalers import SCALERS, ColumnScaler
 from segae_spark.features.schema import FeatureSpec
 
 FEATURES_COL = "__segae_features"
-MISSING_CATEGORY = "__missing__"
-UNSEEN_CATEGORY = "__unseen__"
-IMPUTE_STRATEGIES = ("mean", "median", "mode")
+# "mode" is Spark's Imputer's name for most_frequent; both are accepted.
+IMPUTE_STRATEGIES = ("mean", "median", "most_frequent", "mode")
 
 _PREFIX = "__segae_"
 
 
-def _quote(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
+def _names(step: str, columns: tuple[str, ...]) -> list[str]:
+    return [f"{_PREFIX}{step}_{c}" for c in columns]
 
 
-def _num(name: str) -> str:
-    return f"{_PREFIX}num_{name}"
+def check_options(
+    impute_strategy: str, scaler: str, encoder: str, max_categories: int, categorical_impute_strategy: str
+) -> None:
+    """Raise ConfigError for an unknown preprocessing option, before any Spark work."""
+    allowed = (
+        ("impute strategy", impute_strategy, IMPUTE_STRATEGIES),
+        ("scaler", scaler, SCALERS),
+        ("encoder", encoder, ENCODERS),
+        ("categorical impute strategy", categorical_impute_strategy, CATEGORICAL_IMPUTE_STRATEGIES),
+    )
+    for name, value, choices in allowed:
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
+    if max_categories < 1:
+        raise ConfigError(f"maxCategories must be >= 1, got {max_categories}")
 
 
-def _cat(name: str) -> str:
-    return f"{_PREFIX}cat_{name}"
-
-
-def build_preprocessing(spec: FeatureSpec, impute_strategy: str = "median", scaler: str = "minmax") -> Pipeline:
+def build_preprocessing(
+    spec: FeatureSpec,
+    impute_strategy: str = "median",
+    scaler: str = "minmax",
+    encoder: str = "one_hot",
+    max_categories: int = DEFAULT_MAX_CATEGORIES,
+    categorical_impute_strategy: str = "constant",
+) -> Pipeline:
     """An unfitted Pipeline turning the feature columns of ``spec`` into FEATURES_COL.
 
-    Numerics of every width (and decimals, booleans) are cast to double first, so
-    none is skipped by a stage that only accepts some types. Null categories
-    become their own category; categories unseen in training map to a reserved
-    one-hot slot instead of failing the scoring job.
+    Numerics of every width (and decimals, booleans, numbers held as strings)
+    are cast to double first, so none is skipped by a stage that only accepts
+    some types.
     """
-    if impute_strategy not in IMPUTE_STRATEGIES:
-        raise ConfigError(f"impute strategy must be one of {IMPUTE_STRATEGIES}, got {impute_strategy!r}")
-    if scaler not in SCALERS:
-        raise ConfigError(f"scaler must be one of {SCALERS}, got {scaler!r}")
-    casts = [f"CAST({_quote(c)} AS DOUBLE) AS {_quote(_num(c))}" for c in spec.numeric]
-    casts += [
-        f"COALESCE(CAST({_quote(c)} AS STRING), '{MISSING_CATEGORY}') AS {_quote(_cat(c))}" for c in spec.categorical
-    ]
-    stages: list = [SQLTransformer(statement=f"SELECT *, {', '.join(casts)} FROM __THIS__")]
-    final_inputs: list[str] = []
-    if spec.numeric:
-        imputed = [f"{_PREFIX}imp_{c}" for c in spec.numeric]
-        scaled = [f"{_PREFIX}scaled_{c}" for c in spec.numeric]
-        stages.append(
-            Imputer(inputCols=[_num(c) for c in spec.numeric], outputCols=imputed, strategy=impute_strategy)
+    check_options(impute_strategy, scaler, encoder, max_categories, categorical_impute_strategy)
+    numeric, categorical = spec.numeric, spec.categorical
+    stages: list = [
+        FeatureCaster(
+            numericCols=list(numeric),
+            numericOutputCols=_names("num", numeric),
+            categoricalCols=list(categorical),
+            categoricalOutputCols=_names("cat", categorical),
         )
-        stages.append(ColumnScaler(inputCols=imputed, outputCols=scaled, method=scaler))
-        final_inputs += scaled
-    if spec.categorical:
-        indexed = [f"{_PREFIX}idx_{c}" for c in spec.categorical]
-        encoded = [f"{_PREFIX}ohe_{c}" for c in spec.categorical]
+    ]
+    to_scale, scaled_names, vectors = [], [], []
+    if numeric:
+        strategy = "mode" if impute_strategy == "most_frequent" else impute_strategy
+        stages.append(Imputer(inputCols=_names("num", numeric), outputCols=_names("imp", numeric), strategy=strategy))
+        to_scale += _names("imp", numeric)
+        scaled_names += list(numeric)
+    if categorical:
         stages.append(
-            StringIndexer(
-                inputCols=[_cat(c) for c in spec.categorical],
-                outputCols=indexed,
-                handleInvalid="keep",
-                stringOrderType="frequencyDesc",
+            CategoricalImputer(
+                inputCols=_names("cat", categorical), outputCols=_names("fill", categorical), strategy=categorical_impute_strategy
             )
         )
-        # StringIndexer's "keep" already reserves the last index for unseen
-        # values, so the encoder must not add a second such slot.
-        stages.append(OneHotEncoder(inputCols=indexed, outputCols=encoded, dropLast=False, handleInvalid="error"))
-        final_inputs += encoded
-    # One-hot slots stay 0/1 unscaled: a slot never set in training (the unseen
-    # category) must light up at scoring, not be scaled to a constant.
-    stages.append(VectorAssembler(inputCols=final_inputs, outputCol=FEATURES_COL, handleInvalid="error"))
+        stages.append(category_encoder(encoder, _names("fill", categorical), _names("enc", categorical), max_categories))
+        if encoder in NUMERIC_ENCODERS:
+            to_scale += _names("enc", categorical)
+            scaled_names += list(categorical)
+        else:
+            vectors = _names("enc", categorical)
+    scaled = _names("scaled", tuple(scaled_names))
+    if to_scale:
+        stages.append(ColumnScaler(inputCols=to_scale, outputCols=scaled, method=scaler))
+    stages.append(VectorAssembler(inputCols=scaled + vectors, outputCol=FEATURES_COL, handleInvalid="error"))
     return Pipeline(stages=stages)
 
 
+def _encoder(model: PipelineModel) -> CategoryEncoderModel:
+    for stage in model.stages:
+        if isinstance(stage, CategoryEncoderModel):
+            return stage
+    raise ArtifactError("this preprocessing has no segae-spark category encoder (saved by an older version); re-train it")
+
+
 def feature_names(model: PipelineModel, spec: FeatureSpec) -> list[str]:
-    """Name every position of FEATURES_COL: ``amount`` or ``channel=online``."""
+    """Name every position of FEATURES_COL: ``amount``, then ``channel`` or ``channel=online`` / ``channel=__other__``."""
     names = list(spec.numeric)
-    indexers = [s for s in model.stages if isinstance(s, StringIndexerModel)]
-    if indexers:
-        for column, labels in zip(spec.categorical, indexers[0].labelsArray):
-            names += [f"{column}={label}" for label in labels] + [f"{column}={UNSEEN_CATEGORY}"]
+    if spec.categorical:
+        names += _encoder(model).feature_names(list(spec.categorical))
     return names
 
 
-def intermediate_columns(columns: list[str]) -> list[str]:
-    """The helper columns the stages add, to drop after transform."""
-    return [c for c in columns if c.startswith(_PREFIX)]
+def unseen_categories(model: PipelineModel, spec: FeatureSpec, dataset: DataFrame) -> dict[str, int]:
+    """Per categorical column of ``spec``, how many values of ``dataset`` training never saw.
+
+    Counted after categorical imputation, so with the ``constant`` strategy a
+    null counts as unseen when training had no nulls in that column. One
+    Spark aggregation; nothing but the counts reaches the driver.
+    """
+    if not spec.categorical:
+        return {}
+    encoder = _encoder(model)
+    for stage in model.stages[: model.stages.index(encoder)]:
+        dataset = stage.transform(dataset)
+    return dict(zip(spec.categorical, encoder.unseen_counts(dataset).values()))

@@ -6,32 +6,38 @@ at scoring time becomes invisible to the autoencoder. Here, as in
 scikit-learn, a zero range (or standard deviation, or IQR) gets scale 1, so
 the training value maps to 0 and any other value still shows.
 
-:class:`ColumnScaler` is an Estimator whose fitted form is a
-``SQLTransformer`` with the learned offsets and scales written into its
-statement as exact float literals: it persists with Spark's own writer and
-runs inside the JVM at scoring time.
+:class:`ColumnScaler` learns ``offset_`` and ``scale_`` per column;
+:class:`ColumnScalerModel` applies ``(x - offset) * scale`` as one projection
+with the learned numbers as exact double literals, so it runs inside the JVM
+at scoring time, and persists them as JSON (no pickle).
 """
 
 from __future__ import annotations
 
 from pyspark import keyword_only
-from pyspark.ml import Estimator
-from pyspark.ml.feature import SQLTransformer
+from pyspark.ml import Estimator, Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCols, HasOutputCols, HasRelativeError
-from pyspark.sql import DataFrame
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segae_spark.errors import ConfigError, SchemaError
+from segae_spark.features.persistence import PersistentStage
+from segae_spark.features.schema import column
 
 SCALERS = ("minmax", "standard", "robust")
 
 
-def _quote(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
+class _ColumnScalerParams(HasInputCols, HasOutputCols, HasRelativeError):
+    method = Param(Params._dummy(), "method", f"scaling method, one of {SCALERS}", TypeConverters.toString)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._setDefault(method="minmax", relativeError=0.001)
 
 
-class ColumnScaler(Estimator, HasInputCols, HasOutputCols, HasRelativeError):
+class ColumnScaler(Estimator, _ColumnScalerParams, DefaultParamsWritable, DefaultParamsReadable):
     """Scale numeric columns: ``(x - offset) * scale`` with offset/scale learned by ``method``.
 
     * ``minmax``: offset = min, scale = 1 / (max - min)  -> [0, 1] on training data
@@ -43,19 +49,16 @@ class ColumnScaler(Estimator, HasInputCols, HasOutputCols, HasRelativeError):
     with a SchemaError naming it.
     """
 
-    method = Param(Params._dummy(), "method", f"scaling method, one of {SCALERS}", TypeConverters.toString)
-
     @keyword_only
     def __init__(self, *, inputCols=None, outputCols=None, method="minmax", relativeError=0.001):
         super().__init__()
-        self._setDefault(method="minmax", relativeError=0.001)
         self._set(**self._input_kwargs)
 
     def _statistics(self, dataset: DataFrame, columns: list[str], method: str) -> list[tuple[float | None, float | None]]:
         """(offset, spread) of each column, from one aggregation."""
         exprs = []
         for i, c in enumerate(columns):
-            col = F.col(_quote(c)).cast("double")
+            col = column(c).cast("double")
             if method == "minmax":
                 exprs += [F.min(col).alias(f"a{i}"), F.max(col).alias(f"b{i}")]
             elif method == "standard":
@@ -77,7 +80,7 @@ class ColumnScaler(Estimator, HasInputCols, HasOutputCols, HasRelativeError):
                 stats.append((None, None) if q is None or q[1] is None else (q[1], q[2] - q[0]))
         return stats
 
-    def _fit(self, dataset: DataFrame) -> SQLTransformer:
+    def _fit(self, dataset: DataFrame) -> "ColumnScalerModel":
         method = self.getOrDefault(self.method)
         if method not in SCALERS:
             raise ConfigError(f"scaler must be one of {SCALERS}, got {method!r}")
@@ -87,10 +90,35 @@ class ColumnScaler(Estimator, HasInputCols, HasOutputCols, HasRelativeError):
         missing = [c for c in inputs if c not in dataset.columns]
         if missing:
             raise SchemaError(f"columns to scale {missing} are not in the data")
-        terms = []
-        for column, output, (offset, spread) in zip(inputs, outputs, self._statistics(dataset, inputs, method)):
+        offsets, scales = [], []
+        for name, (offset, spread) in zip(inputs, self._statistics(dataset, inputs, method)):
             if offset is None:
-                raise SchemaError(f"numeric column {column!r} is entirely null in the training data; exclude it")
-            scale = 1.0 / spread if spread else 1.0
-            terms.append(f"(CAST({_quote(column)} AS DOUBLE) - ({offset!r})) * ({scale!r}) AS {_quote(output)}")
-        return SQLTransformer(statement=f"SELECT *, {', '.join(terms)} FROM __THIS__")
+                raise SchemaError(f"numeric column {name!r} is entirely null in the training data; exclude it")
+            offsets.append(float(offset))
+            scales.append(1.0 / spread if spread else 1.0)
+        model = ColumnScalerModel(offsets, scales)
+        self._copyValues(model)
+        return model
+
+
+class ColumnScalerModel(Model, _ColumnScalerParams, PersistentStage):
+    """``output = (CAST(input AS DOUBLE) - offset_[i]) * scale_[i]`` for each input column."""
+
+    def __init__(self, offset: list[float] | None = None, scale: list[float] | None = None):
+        super().__init__()
+        self.offset_ = [float(v) for v in offset or []]
+        self.scale_ = [float(v) for v in scale or []]
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        terms = {
+            output: (column(name).cast("double") - F.lit(offset)) * F.lit(scale)
+            for name, output, offset, scale in zip(self.getInputCols(), self.getOutputCols(), self.offset_, self.scale_)
+        }
+        return dataset.withColumns(terms)
+
+    def _write_state(self, path: str, spark: SparkSession) -> dict:
+        return {"offset": self.offset_, "scale": self.scale_}
+
+    def _read_state(self, state: dict, path: str, spark: SparkSession) -> None:
+        self.offset_ = [float(v) for v in state["offset"]]
+        self.scale_ = [float(v) for v in state["scale"]]

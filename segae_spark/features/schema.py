@@ -5,12 +5,18 @@ it picked "numeric" columns by a short list of dtypes. Here every Spark numeric
 type (byte, short, int, long, float, double, decimal) and boolean is numeric;
 strings are categorical; dates, timestamps and nested types are never features
 unless the user names them, in which case we refuse them with a clear error.
+A string column the user names as numeric (numbers exported as text) is
+accepted: training refuses it if any value does not parse as a number
+(:mod:`segae_spark.features.casting`), and at scoring time a value that does
+not parse becomes null and is imputed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pyspark.sql import Column
+from pyspark.sql import functions as F
 from pyspark.sql.types import (
     BooleanType,
     DataType,
@@ -20,6 +26,11 @@ from pyspark.sql.types import (
 )
 
 from segae_spark.errors import SchemaError
+
+
+def column(name: str) -> Column:
+    """The column called exactly ``name``: dots and backticks in it are not syntax."""
+    return F.col("`" + name.replace("`", "``") + "`")
 
 
 def is_numeric_type(data_type: DataType) -> bool:
@@ -49,6 +60,9 @@ class FeatureSpec:
     def from_dict(cls, data: dict) -> "FeatureSpec":
         return cls(tuple(data["numeric"]), tuple(data["categorical"]), dict(data.get("types", {})))
 
+    def _trained_as_string(self, name: str, data_type: DataType) -> bool:
+        return is_categorical_type(data_type) and self.types.get(name) == StringType().simpleString()
+
     def check_input(self, schema: StructType) -> None:
         """Raise SchemaError if ``schema`` lacks a feature column or changed its kind."""
         by_name = {f.name: f.dataType for f in schema.fields}
@@ -57,7 +71,7 @@ class FeatureSpec:
             raise SchemaError(
                 f"input is missing feature column(s) {missing}; the model was trained on {list(self.columns)}"
             )
-        wrong = [c for c in self.numeric if not is_numeric_type(by_name[c])]
+        wrong = [c for c in self.numeric if not (is_numeric_type(by_name[c]) or self._trained_as_string(c, by_name[c]))]
         wrong += [c for c in self.categorical if not (is_categorical_type(by_name[c]) or is_numeric_type(by_name[c]))]
         if wrong:
             detail = ", ".join(f"{c}: {by_name[c].simpleString()} (trained as {self.types.get(c, '?')})" for c in wrong)
@@ -84,11 +98,11 @@ def resolve_features(
     if numeric or categorical:
         num = [c for c in (numeric or []) if c not in excluded]
         cat = [c for c in (categorical or []) if c not in excluded]
-        bad = [c for c in num if not is_numeric_type(by_name[c])]
+        bad = [c for c in num if not (is_numeric_type(by_name[c]) or is_categorical_type(by_name[c]))]
         if bad:
             raise SchemaError(
                 "numeric feature column(s) " + ", ".join(f"{c} ({by_name[c].simpleString()})" for c in bad)
-                + " are not numeric; list them as categorical or cast them"
+                + " are neither numbers nor strings of numbers; list them as categorical or cast them"
             )
         bad = [c for c in cat if not (is_categorical_type(by_name[c]) or is_numeric_type(by_name[c]))]
         if bad:

@@ -30,7 +30,6 @@ from segae_spark.models.dense import (
     TrainingResult,
     build_dense_autoencoder,
     fit_autoencoder,
-    train_autoencoder,
 )
 from segae_spark.models.ensemble import EnsembleAutoencoderConfig, build_ensemble_model, member_seed, train_ensemble
 from segae_spark.models.keras_engine import (
@@ -51,6 +50,7 @@ from segae_spark.models.numpy_engine import (
     load_engine,
 )
 from segae_spark.models.reconstruction import THRESHOLD_METRICS, feature_errors, row_errors
+from segae_spark.models.stacked import train_autoencoder, train_stacked
 
 __all__ = [
     "ACTIVATIONS",
@@ -86,6 +86,7 @@ __all__ = [
     "numpy_engine_from_keras",
     "row_errors",
     "train_autoencoder",
+    "train_stacked",
     "train_autoencoder_model",
     "train_ensemble",
     "train_user_model",

@@ -1,9 +1,12 @@
-"""The dense autoencoder: its config, its Keras architecture, and the training loop.
+"""The dense autoencoder: its config, its Keras architecture, and Keras' training loop.
 
 :class:`StackAutoencoderConfig` holds the settings every stacked
 architecture shares (the batch-norm autoencoder in :mod:`.batchnorm` adds
-only its own ``build``), and :func:`fit_autoencoder` is the seeded training
-loop that the built-in architectures and user Keras models all go through.
+only its own ``build``). The built-in architectures train with
+:mod:`.stacked` (several models in one computation); :func:`fit_autoencoder`
+is the seeded Keras ``fit`` loop for user Keras models, whose layers the
+stacked trainer does not know. Both share the seeded validation hold-out
+(:func:`split_rows`).
 
 Keras and TensorFlow are imported inside the functions, so importing this
 module (and :mod:`segae_spark.models`) stays cheap and TensorFlow-free; only
@@ -35,7 +38,8 @@ __all__ = [
     "TrainingResult",
     "build_dense_autoencoder",
     "fit_autoencoder",
-    "train_autoencoder",
+    "split_rows",
+    "validation_rows",
 ]
 
 logger = logging.getLogger("segae_spark")
@@ -236,79 +240,6 @@ def _output_layer(n_features: int, config: StackAutoencoderConfig, seed: int):
     )
 
 
-def train_autoencoder(x: np.ndarray, config: StackAutoencoderConfig, seed: int, name: str | None = None) -> TrainingResult:
-    """Train an autoencoder (dense or batch-norm config) to reconstruct ``x``;
-    reproducible for a given seed.
-
-    Builds ``config.build(n_features, seed, name)``, compiles it with Adam on
-    MSE and trains it with :func:`fit_autoencoder`. Raises ConfigError for bad
-    settings and ValueError for bad data, before any TensorFlow work starts.
-    """
-    if not isinstance(config, StackAutoencoderConfig) or type(config) is StackAutoencoderConfig:
-        raise ConfigError(
-            f"config must be a DenseAutoencoderConfig or BatchNormAutoencoderConfig, got {type(config).__name__}"
-        )
-    seed = _seed(seed)
-    fresh: list = []
-
-    def build(n_features: int) -> "keras.Model":
-        fresh.append(config.build(n_features, seed, name=name))
-        return _compiled_runner(config, n_features, name, fresh[0])
-
-    result = fit_autoencoder(
-        x,
-        build,
-        seed,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        validation_split=config.validation_split,
-        early_stopping_patience=config.early_stopping_patience,
-        label=config.label,
-        divergence_hint=f"lower learning_rate (now {config.learning_rate}) or scale the features",
-    )
-    # Hand out the model built for this seed, not the shared runner that the
-    # next training will overwrite.
-    _copy_variables(result.model, fresh[0])
-    return replace(result, model=fresh[0])
-
-
-# (config, n_features, name) -> compiled model, per process. Reusing it keeps
-# Keras' traced train/test functions, about half of a small model's training
-# time, so K per-segment models cost little more than one model on K x rows.
-_RUNNERS: dict[tuple, "keras.Model"] = {}
-_MAX_RUNNERS = 8
-
-
-def _copy_variables(source: "keras.Model", target: "keras.Model") -> None:
-    """Copy every variable (weights, BatchNorm statistics, dropout seed state) by position."""
-    for src, dst in zip(source.variables, target.variables, strict=True):
-        dst.assign(src)
-
-
-def _compiled_runner(config: StackAutoencoderConfig, n_features: int, name: str | None, initial: "keras.Model") -> "keras.Model":
-    """A compiled model of this architecture, reset to ``initial``'s variables and a fresh optimizer.
-
-    Training results are identical to compiling ``initial`` itself: same
-    starting variables, optimizer state zeroed (its iteration count included),
-    same learning rate.
-    """
-    import keras
-
-    key = (config, n_features, name)
-    runner = _RUNNERS.get(key)
-    if runner is None:
-        if len(_RUNNERS) >= _MAX_RUNNERS:
-            _RUNNERS.clear()
-        runner = config.build(n_features, 0, name=name)
-        runner.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate), loss="mse", jit_compile=False)
-        _RUNNERS[key] = runner
-    _copy_variables(initial, runner)
-    for variable in runner.optimizer.variables:
-        if not variable.path.endswith("learning_rate"):
-            variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
-    return runner
-
-
 def fit_autoencoder(
     x: np.ndarray,
     build: Callable[[int], "keras.Model"],
@@ -338,14 +269,7 @@ def fit_autoencoder(
     early_stopping_patience = _int("early_stopping_patience", early_stopping_patience, low=0)
     x = _training_matrix(x)
     n_rows, n_features = x.shape
-    n_val = int(math.floor(n_rows * validation_split))
-    if validation_split > 0 and n_val == 0:
-        raise ConfigError(
-            f"validation_split={validation_split} of {n_rows} rows holds out no row; "
-            f"give at least {math.ceil(1 / validation_split)} rows or set validation_split to 0"
-        )
-    if n_rows - n_val < 1:
-        raise ConfigError(f"validation_split={validation_split} leaves no training rows out of {n_rows}")
+    n_val = validation_rows(n_rows, validation_split)
 
     start = time.perf_counter()
     import keras
@@ -354,9 +278,7 @@ def fit_autoencoder(
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
-    order = np.random.default_rng(seed).permutation(n_rows)
-    x_val = x[order[:n_val]] if n_val else None
-    x_train = x[order[n_val:]] if n_val else x
+    x_train, x_val = split_rows(x, seed, n_val)
 
     model = build(n_features)
     callbacks = []
@@ -403,6 +325,27 @@ def fit_autoencoder(
         best_epoch=best,
         history={"loss": losses, **({"val_loss": val_losses} if val_losses else {})},
     )
+
+
+def validation_rows(n_rows: int, validation_split: float) -> int:
+    """How many of ``n_rows`` are held out; ConfigError when that leaves nothing to hold out or train."""
+    n_val = int(math.floor(n_rows * validation_split))
+    if validation_split > 0 and n_val == 0:
+        raise ConfigError(
+            f"validation_split={validation_split} of {n_rows} rows holds out no row; "
+            f"give at least {math.ceil(1 / validation_split)} rows or set validation_split to 0"
+        )
+    if n_rows - n_val < 1:
+        raise ConfigError(f"validation_split={validation_split} leaves no training rows out of {n_rows}")
+    return n_val
+
+
+def split_rows(x: np.ndarray, seed: int, n_val: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(training rows, validation rows): a seeded random hold-out, not the tail (Keras' own split)."""
+    if not n_val:
+        return x, None
+    order = np.random.default_rng(seed).permutation(len(x))
+    return x[order[n_val:]], x[order[:n_val]]
 
 
 # ---------------------------------------------------------------- validation

@@ -40,8 +40,8 @@ from segae_spark.models.dense import (
     config_fields,
     _int,
     _seed,
-    train_autoencoder,
 )
+from segae_spark.models.stacked import train_stacked
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -53,6 +53,7 @@ __all__ = [
     "build_ensemble_model",
     "member_seed",
     "train_ensemble",
+    "train_ensembles",
 ]
 
 ENSEMBLE_BASE_TYPES: dict[str, type[StackAutoencoderConfig]] = {
@@ -165,15 +166,36 @@ def build_ensemble_model(members: list["keras.Model"], n_features: int) -> "kera
 
 
 def train_ensemble(x: np.ndarray, config: EnsembleAutoencoderConfig, seed: int) -> EnsembleTrainingResult:
-    """Train each member with :func:`~segae_spark.models.dense.train_autoencoder`
-    and :func:`member_seed`; reproducible for a given seed."""
+    """Train every member on ``x`` from its :func:`member_seed`; reproducible for a given seed."""
+    return train_ensembles([x], config, [seed])[0]
+
+
+def train_ensembles(
+    xs: list[np.ndarray], config: EnsembleAutoencoderConfig, seeds: list[int]
+) -> list[EnsembleTrainingResult]:
+    """Train one ensemble per matrix of ``xs`` (ensemble ``k`` on ``xs[k]`` from ``seeds[k]``).
+
+    Members of the same width, of every ensemble, train together in one
+    :func:`~segae_spark.models.stacked.train_stacked` call; each is the model
+    it would be if trained alone.
+    """
     if not isinstance(config, EnsembleAutoencoderConfig):
         raise ConfigError(f"config must be an EnsembleAutoencoderConfig, got {type(config).__name__}")
-    seed = _seed(seed)
     start = time.perf_counter()
-    seeds = [member_seed(seed, m) for m in range(config.members)]
-    results = [
-        train_autoencoder(x, config.member_config(m), seeds[m], name=f"member_{m}") for m in range(config.members)
-    ]
-    model = build_ensemble_model([r.model for r in results], int(np.shape(x)[1]))
-    return EnsembleTrainingResult(results, model, seeds, round(time.perf_counter() - start, 3))
+    member_seeds = [[member_seed(_seed(seed), m) for m in range(config.members)] for seed in seeds]
+    by_config: dict[StackAutoencoderConfig, list[tuple[int, int]]] = {}
+    for m in range(config.members):
+        by_config.setdefault(config.member_config(m), []).extend((k, m) for k in range(len(xs)))
+    trained: dict[tuple[int, int], TrainingResult] = {}
+    for member_config, pairs in by_config.items():
+        results = train_stacked(
+            [xs[k] for k, _ in pairs], member_config, [member_seeds[k][m] for k, m in pairs], [f"member_{m}" for _, m in pairs]
+        )
+        trained.update(zip(pairs, results))
+    seconds = round((time.perf_counter() - start) / len(xs), 3)
+    out = []
+    for k, x in enumerate(xs):
+        members = [trained[(k, m)] for m in range(config.members)]
+        model = build_ensemble_model([r.model for r in members], int(np.shape(x)[1]))
+        out.append(EnsembleTrainingResult(members, model, member_seeds[k], seconds))
+    return out

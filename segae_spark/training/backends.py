@@ -1,10 +1,15 @@
-"""Where the autoencoders train: on the driver, or one model per Spark task.
+"""Where the autoencoders train: in parallel Spark tasks, or on the driver.
 
-``per_segment`` (the default) sends each model's bounded sample to its own
-Spark task, so K segments train in parallel across the cluster's executors;
-the weights come back as ``.npz`` / ``.keras`` bytes in an Arrow binary
-column, never as pickles. ``local`` brings the samples to the driver and
-trains one model after another, which is simplest on a laptop and in tests.
+``per_segment`` (the default) spreads the models over Spark tasks, at most
+one task per task slot of the cluster: the shared model (if any) alone in
+its task, the per-segment models balanced by rows over the others. Each
+task receives only its models' bounded samples and trains them together
+(:func:`~segae_spark.training.segments.train_model_group`: one stacked
+computation for the built-in architectures, each model exactly as if alone,
+so the models do not depend on how many tasks there were). The weights come
+back as ``.npz`` / ``.keras`` bytes in an Arrow binary column, never as
+pickles. ``local`` brings the samples to the driver and trains there, which
+is simplest on a laptop and in tests.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from segae_spark.models.autoencoders import AutoencoderConfig, autoencoder_confi
 from segae_spark.models.reconstruction import THRESHOLD_METRICS
 from segae_spark.progress import logger
 from segae_spark.training.sampling import cap_by_hash, sample_filter, sample_segments
-from segae_spark.training.segments import SHARED_MODEL, TrainedModel, group_samples, train_model
+from segae_spark.training.segments import SHARED_MODEL, TrainedModel, group_samples, train_model_group
 
 TRAINING_BACKENDS = ("per_segment", "local")
 
@@ -106,11 +111,28 @@ def _all_errors(errors: dict, name: str) -> dict[str, np.ndarray]:
 def _train_on_driver(assigned, columns, counts, plan, config, seed, max_rows) -> tuple[dict, dict]:
     segment_col, hash_col, features_col = columns
     samples = sample_segments(assigned, segment_col, hash_col, features_col, counts, max_rows)
+    groups = group_samples(samples, plan)
     models, errors = {}, {}
-    for name, group in sorted(group_samples(samples, plan).items()):
-        models[name], by_segment = train_model(name, group, config, seed)
-        errors.update({(name, seg): e for seg, e in by_segment.items()})
+    for names in _task_groups(plan, counts, max_rows, own_slots=1):
+        for name, (model, by_segment) in train_model_group({n: groups[n] for n in names}, config, seed).items():
+            models[name] = model
+            errors.update({(name, seg): e for seg, e in by_segment.items()})
     return models, errors
+
+
+def _task_groups(plan: dict[int, str], counts: dict[int, int], max_rows: int, own_slots: int) -> list[list[str]]:
+    """The models each training task trains: the shared model alone (its sample
+    is the union of all segments'), the per-segment models spread over at most
+    ``own_slots`` tasks, largest first onto the task with the fewest rows so far."""
+    groups: list[list[str]] = [[SHARED_MODEL]] if SHARED_MODEL in plan.values() else []
+    own = sorted(((min(counts[seg], max_rows), name) for seg, name in plan.items() if name != SHARED_MODEL), key=lambda t: (-t[0], t[1]))
+    bins: list[list[str]] = [[] for _ in range(max(1, min(len(own), own_slots)))]
+    loads = [0] * len(bins)
+    for rows, name in own:
+        i = loads.index(min(loads))
+        bins[i].append(name)
+        loads[i] += rows
+    return groups + [sorted(b) for b in bins if b]
 
 
 def _partition_keys(spark, partitions: int) -> list[int]:
@@ -132,30 +154,35 @@ def _partition_keys(spark, partitions: int) -> list[int]:
 
 def _train_in_tasks(assigned, columns, counts, plan, config, seed, max_rows) -> tuple[dict, dict]:
     segment_col, hash_col, features_col = columns
-    names = sorted(set(plan.values()))
-    keys = dict(zip(names, _partition_keys(assigned.sparkSession, len(names))))
+    spark = assigned.sparkSession
+    task_cpus = int(spark.conf.get("spark.task.cpus", "1") or 1)
+    slots = max(1, spark.sparkContext.defaultParallelism // task_cpus)
+    shared = SHARED_MODEL in plan.values()
+    tasks = _task_groups(plan, counts, max_rows, own_slots=max(1, slots - shared))
+    logger.info("train: %d training task(s): %s", len(tasks), tasks)
+    keys = _partition_keys(spark, len(tasks))
+    task_key = {name: keys[t] for t, names in enumerate(tasks) for name in names}
     sampled = assigned.filter(sample_filter(counts, max_rows, segment_col, hash_col)).select(
         segment_col, hash_col, features_col
     )
     parts = []
-    if SHARED_MODEL in names:
+    if SHARED_MODEL in task_key:
         parts.append(sampled.withColumn(_MODEL, F.lit(SHARED_MODEL)))
     own = {seg: name for seg, name in plan.items() if name != SHARED_MODEL}
     if own:
         name_of = F.create_map(*[F.lit(x) for seg, name in sorted(own.items()) for x in (seg, name)])
         parts.append(sampled.filter(F.col(segment_col).isin(sorted(own))).withColumn(_MODEL, name_of[F.col(segment_col)]))
-    key_of = F.create_map(*[F.lit(x) for name in names for x in (name, keys[name])])
+    key_of = F.create_map(*[F.lit(x) for name, key in sorted(task_key.items()) for x in (name, key)])
     grouped = functools.reduce(DataFrame.unionByName, parts).withColumn(_KEY, key_of[F.col(_MODEL)].cast("long"))
-    threads = _task_threads(assigned.sparkSession, len(names))
     task = functools.partial(
         _train_partition,
         columns=columns,
         config=config.to_dict(),
         seed=seed,
         max_rows=max_rows,
-        threads=threads,
+        threads=_task_threads(spark, len(tasks)),
     )
-    rows = grouped.repartition(len(names), _KEY).mapInArrow(task, _RESULT_SCHEMA).collect()  # small: one row per model
+    rows = grouped.repartition(len(tasks), _KEY).mapInArrow(task, _RESULT_SCHEMA).collect()  # small: one row per model
     models, errors = {}, {}
     for r in rows:
         npz = bytes(r["npz"]) if r["npz"] is not None else None
@@ -165,20 +192,20 @@ def _train_in_tasks(assigned, columns, counts, plan, config, seed, max_rows) -> 
                 m: np.asarray(r["errors"][i * len(THRESHOLD_METRICS) + j], dtype=np.float64)
                 for j, m in enumerate(THRESHOLD_METRICS)
             }
-    missing = sorted(set(names) - set(models))
+    missing = sorted(set(task_key) - set(models))
     if missing:
         raise RuntimeError(f"training tasks returned no result for model(s) {missing}")
     return models, errors
 
 
-def _task_threads(spark, models: int) -> int:
-    """TensorFlow threads per training task: the task's CPUs, or a whole executor for a lone model.
+def _task_threads(spark, tasks: int) -> int:
+    """TensorFlow threads per training task: the task's CPUs, or a whole executor for a lone task.
 
-    Several models share the executors, so each keeps to its task's CPUs; a
-    single model (shared mode) runs alone and may use every core of its executor.
+    Several tasks share the executors, so each keeps to its task's CPUs; a
+    single task (shared mode) runs alone and may use every core of its executor.
     """
     task_cpus = int(spark.conf.get("spark.task.cpus", "1") or 1)
-    if models > 1:
+    if tasks > 1:
         return task_cpus
     executor_cores = spark.conf.get("spark.executor.cores", None)
     if executor_cores:
@@ -201,31 +228,34 @@ def _limit_threads(threads: int) -> None:
 def _train_partition(
     batches: Iterator[pa.RecordBatch], columns, config: dict, seed: int, max_rows: int, threads: int
 ) -> Iterator[pa.RecordBatch]:
-    """Executor side: train the one model whose rows this partition holds."""
+    """Executor side: train together the models whose rows this partition holds."""
     batches = [b for b in batches if b.num_rows]
     if not batches:
         return
     segment_col, hash_col, features_col = columns
     table = pa.Table.from_batches(batches)
-    names = set(table.column(_MODEL).to_pylist())
-    if len(names) != 1:
-        raise RuntimeError(f"a training task received rows of several models: {sorted(names)}")
-    name = names.pop()
+    model_of_row = np.asarray(table.column(_MODEL).to_pylist(), dtype=object)
     segments = table.column(segment_col).to_numpy()
-    samples = cap_by_hash(segments, table.column(hash_col).to_numpy(), feature_matrix(table.column(features_col), len(segments)), max_rows)
+    hashes = table.column(hash_col).to_numpy()
+    matrix = feature_matrix(table.column(features_col), len(segments))
+    groups = {}
+    for name in sorted(set(model_of_row)):
+        rows = model_of_row == name
+        groups[name] = cap_by_hash(segments[rows], hashes[rows], matrix[rows], max_rows)
     _limit_threads(threads)
-    model, errors = train_model(name, samples, autoencoder_config_from_dict(config), seed)
-    order = sorted(errors)
-    yield pa.RecordBatch.from_pylist(
-        [
-            {
-                "model": name,
-                "npz": model.npz,
-                "keras": model.keras,
-                "training": json.dumps(model.training, sort_keys=True),
-                "segments": order,
-                "errors": [errors[s][m].tolist() for s in order for m in THRESHOLD_METRICS],
-            }
-        ],
-        schema=_RESULT_ARROW_SCHEMA,
-    )
+    trained = train_model_group(groups, autoencoder_config_from_dict(config), seed)
+    for name, (model, errors) in trained.items():
+        order = sorted(errors)
+        yield pa.RecordBatch.from_pylist(
+            [
+                {
+                    "model": name,
+                    "npz": model.npz,
+                    "keras": model.keras,
+                    "training": json.dumps(model.training, sort_keys=True),
+                    "segments": order,
+                    "errors": [errors[s][m].tolist() for s in order for m in THRESHOLD_METRICS],
+                }
+            ],
+            schema=_RESULT_ARROW_SCHEMA,
+        )

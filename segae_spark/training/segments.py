@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from segae_spark.errors import ConfigError
-from segae_spark.models.autoencoders import AutoencoderConfig, train_autoencoder_model
+from segae_spark.models.autoencoders import AutoencoderConfig, train_autoencoder_models
 from segae_spark.models.reconstruction import THRESHOLD_METRICS
 
 SHARED_MODEL = "shared"
@@ -54,25 +54,34 @@ def model_seed(name: str, seed: int) -> int:
     return seed if name == SHARED_MODEL else seed + 1 + int(name.rsplit("_", 1)[1])
 
 
-def train_model(
-    name: str, samples: dict[int, np.ndarray], config: AutoencoderConfig, seed: int
-) -> tuple[TrainedModel, dict[int, dict[str, np.ndarray]]]:
-    """Train model ``name`` on the union of ``samples`` (in segment order).
+def train_model_group(
+    groups: dict[str, dict[int, np.ndarray]], config: AutoencoderConfig, seed: int
+) -> dict[str, tuple[TrainedModel, dict[int, dict[str, np.ndarray]]]]:
+    """Train every model of ``groups`` (``{model name: {segment: rows}}``) together.
 
-    Returns the model and, for each segment in ``samples`` and each
-    threshold metric, the sorted reconstruction errors of its rows under this
-    model (what thresholds are computed from, whichever metric scoring uses).
-    Runs on the driver or inside a Spark task alike.
+    Each model trains on the union of its segments' rows (in segment order)
+    from :func:`model_seed`; built-in architectures train in one stacked
+    computation, each model exactly as it would alone. Returns, per model,
+    the model and, for each of its segments and each threshold metric, the
+    sorted reconstruction errors of the segment's rows under it (what
+    thresholds are computed from, whichever metric scoring uses). Runs on the
+    driver or inside a Spark task alike.
     """
-    segments = sorted(seg for seg, x in samples.items() if len(x))
-    x = np.concatenate([samples[seg] for seg in segments], axis=0)
+    names = sorted(groups)
+    segments = {name: sorted(seg for seg, x in groups[name].items() if len(x)) for name in names}
+    xs = [np.concatenate([groups[name][seg] for seg in segments[name]], axis=0) for name in names]
     start = time.perf_counter()
-    trained = train_autoencoder_model(x, config, model_seed(name, seed))
-    training = {**trained.training, "segments": segments, "seconds": round(time.perf_counter() - start, 3)}
-    errors = {
-        seg: {m: np.sort(trained.engine.row_errors(samples[seg], m)) for m in THRESHOLD_METRICS} for seg in segments
-    }
-    return TrainedModel(name, trained.npz, trained.keras, training), errors
+    trained = train_autoencoder_models(xs, config, [model_seed(name, seed) for name in names])
+    seconds = round((time.perf_counter() - start) / len(names), 3)
+    out = {}
+    for name, model in zip(names, trained):
+        training = {**model.training, "segments": segments[name], "seconds": seconds, "trained_together": len(names)}
+        errors = {
+            seg: {m: np.sort(model.engine.row_errors(groups[name][seg], m)) for m in THRESHOLD_METRICS}
+            for seg in segments[name]
+        }
+        out[name] = (TrainedModel(name, model.npz, model.keras, training), errors)
+    return out
 
 
 def group_samples(samples: dict[int, np.ndarray], plan: dict[int, str]) -> dict[str, dict[int, np.ndarray]]:
