@@ -1,6 +1,10 @@
 """Segmenters: the five clusterers, K by silhouette, persistence and bad inputs."""
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -111,13 +115,38 @@ def test_a_tie_goes_to_the_lowest_centroid_index():
     assert nearest_center(np.array([[0.0, 0.0], [-0.9, 0.0], [0.0, 3.0]]), centers).tolist() == [0, 1, 2]
 
 
-@pytest.mark.parametrize("model", CLUSTERERS)
-def test_every_segmenter_loads_back_with_identical_output(blobs, model, tmp_path):
-    fitted = _fit(blobs, model).model
-    fitted.write().overwrite().save(str(tmp_path / "segmenter"))
-    loaded = load_segmenter(str(tmp_path / "segmenter"))
-    assert type(loaded) is type(fitted)
-    assert _assignments(loaded, blobs) == _assignments(fitted, blobs)
+_FRESH_PROCESS = textwrap.dedent(
+    """
+    import json, sys
+    from pyspark.sql import SparkSession
+    from segae_spark.clustering import load_segmenter
+
+    root, names = sys.argv[1], sys.argv[2:]
+    spark = SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false").getOrCreate()
+    data = spark.read.parquet(f"{root}/data")
+    out = {}
+    for name in names:
+        model = load_segmenter(f"{root}/{name}")
+        out[name] = {"class": type(model).__name__, "segments": dict(model.transform(data).select("id", "segment").collect())}
+    with open(f"{root}/out.json", "w") as fh:
+        json.dump(out, fh)
+    spark.stop()
+    """
+)
+
+
+def test_every_segmenter_loads_back_in_a_fresh_process_with_identical_output(blobs, tmp_path):
+    """Each clusterer, saved here, loaded and applied by a new Python process with its own Spark."""
+    blobs.write.parquet(str(tmp_path / "data"))
+    expected = {}
+    for model in CLUSTERERS:
+        fitted = _fit(blobs, model).model
+        fitted.write().overwrite().save(str(tmp_path / model))
+        expected[model] = {"class": type(fitted).__name__, "segments": {str(k): v for k, v in _assignments(fitted, blobs).items()}}
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    subprocess.run([sys.executable, "-c", _FRESH_PROCESS, str(tmp_path), *CLUSTERERS], env=env, check=True, timeout=600)
+    with open(tmp_path / "out.json") as fh:
+        assert json.load(fh) == expected
 
 
 def test_saved_centroids_are_parquet_and_json_only(blobs, tmp_path):
