@@ -161,8 +161,8 @@ class CategoryEncoderModel(Model, HasInputCols, HasOutputCols, PersistentStage):
         return {"rows": self.rows_, "columns": len(self.categories_)}
 
     def _read_state(self, state: dict, path: str, spark: SparkSession) -> None:
-        # small: the fitted category table (frequencies.py refuses columns over its distinct-value bound)
-        table = spark.read.parquet(f"{path}/{_TABLE}").toPandas().sort_values(["column", "position"])
+        table = spark.read.parquet(f"{path}/{_TABLE}").toPandas()  # small: the fitted category table, bounded at fit
+        table = table.sort_values(["column", "position"])
         self.rows_ = int(state["rows"])
         self.categories_ = [[] for _ in range(state["columns"])]
         self.counts_ = [[] for _ in range(state["columns"])]

@@ -95,13 +95,12 @@ def train_stacked(
     n_vals = [validation_rows(len(x), config.validation_split) for x in xs]
 
     start = time.perf_counter()
-    import keras
     import tensorflow as tf
 
     tf.config.experimental.enable_op_determinism()
     models = [config.build(widths[0], seed, name=name) for seed, name in zip(seeds, names)]
     splits = [split_rows(x, seed, n_val) for x, seed, n_val in zip(xs, seeds, n_vals)]
-    net = _StackedNetwork(models, config, seeds, tf, keras)
+    net = _StackedNetwork(models, config, seeds, tf)
     histories = net.fit([s[0] for s in splits], [s[1] for s in splits], seeds)
     net.export(models)
     seconds = time.perf_counter() - start
@@ -142,7 +141,7 @@ def train_stacked(
 class _StackedNetwork:
     """The K models' layers as stacked TensorFlow variables, with Keras' training step."""
 
-    def __init__(self, models: list["keras.Model"], config: StackAutoencoderConfig, seeds: list[int], tf, keras):
+    def __init__(self, models: list["keras.Model"], config: StackAutoencoderConfig, seeds: list[int], tf):
         self.tf, self.config, self.k = tf, config, len(models)
         self.layers: list[tuple] = []  # (kind, settings, {weight name: stacked variable})
         self.trainable: list = []
