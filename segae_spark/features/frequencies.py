@@ -51,7 +51,7 @@ def frequency_table(dataset: DataFrame, columns: list[str]) -> FrequencyTable:
     # At most this many rows (null categories included) when no column is too
     # large; one row more proves that some column is, and which one.
     bound = (MAX_DISTINCT_CATEGORIES + 1) * len(columns)
-    table = category_counts(dataset, columns).limit(bound + 1).toPandas()  # bounded, see above
+    table = category_counts(dataset, columns).limit(bound + 1).toPandas()  # small: bounded, see above
     known = table[table["category"].notna()]
     sizes = known.groupby("column").size()
     too_many = [c for i, c in enumerate(columns) if sizes.get(i, 0) > MAX_DISTINCT_CATEGORIES]
