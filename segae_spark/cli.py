@@ -15,6 +15,7 @@ import sys
 import time
 
 from segae_spark.errors import SegaeError
+from segae_spark.evaluation import RANK_BY
 from segae_spark.progress import configure_logging, logger
 
 TRANSACTIONS_APP_ID = "segae-spark-score"
@@ -106,14 +107,13 @@ def cmd_score(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from segae_spark.evaluation import evaluate
     from segae_spark.io import read_table
 
     spark = _session(args, {})
     model = _load_model(args.model_dir)
     if args.threshold_ratio is not None:
         model.setThresholdRatio(args.threshold_ratio)
-    metrics = evaluate(model.transform(read_table(spark, args.input)), args.label_col)
+    metrics = model.evaluation(read_table(spark, args.input), args.label_col, rank_by=args.rank_by)
     text = json.dumps(metrics, indent=2)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
@@ -194,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-col", required=True)
     p.add_argument("--json", help="also write the metrics JSON to this file")
     p.add_argument("--threshold-ratio", type=float, default=None, help="override the model's threshold ratio")
+    p.add_argument(
+        "--rank-by", choices=RANK_BY, default="score",
+        help="what ROC-AUC / PR-AUC rank rows by: the raw score (default) or score_ratio (score / segment threshold)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_evaluate)
     return parser
 

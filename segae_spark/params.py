@@ -41,7 +41,7 @@ class SegmentAEParams(HasSeed):
     nClustersRange = Param(Params._dummy(), "nClustersRange", "[smallest K, largest K] tried when nClusters is 'auto'", TypeConverters.toListInt)
     clusterRuns = Param(Params._dummy(), "clusterRuns", "fits with seeds seed, seed+1, ...; the lowest-cost one is kept (scikit-learn's n_init; agglomerative has one)", TypeConverters.toInt)
     clusterSampleSize = Param(Params._dummy(), "clusterSampleSize", "rows (at most; seeded, order-independent) that minibatch_kmeans / agglomerative are fitted on and 'auto' scores each K on", TypeConverters.toInt)
-    autoencoder = Param(Params._dummy(), "autoencoder", "autoencoder settings: type dense (default), batchnorm or ensemble, plus its fields (see segae_spark.models)", _dict)
+    autoencoder = Param(Params._dummy(), "autoencoder", "autoencoder settings: type dense (default), batchnorm, ensemble, keras or aegmm, plus its fields (see segae_spark.models)", _dict)
     maxRowsPerSegment = Param(Params._dummy(), "maxRowsPerSegment", "training rows sampled per segment (bounded, seeded)", TypeConverters.toInt)
     minRowsPerSegment = Param(Params._dummy(), "minRowsPerSegment", "segments with fewer training rows use the global model", TypeConverters.toInt)
     trainingMode = Param(Params._dummy(), "trainingMode", "per_segment (one autoencoder per segment) or shared (one for all, SegmentAE's way)", TypeConverters.toString)
@@ -54,6 +54,7 @@ class SegmentAEParams(HasSeed):
     segmentCol = Param(Params._dummy(), "segmentCol", "output column: segment id", TypeConverters.toString)
     scoreCol = Param(Params._dummy(), "scoreCol", "output column: reconstruction error", TypeConverters.toString)
     thresholdCol = Param(Params._dummy(), "thresholdCol", "output column: the row's segment threshold", TypeConverters.toString)
+    scoreRatioCol = Param(Params._dummy(), "scoreRatioCol", "output column: anomaly_score / threshold, comparable across segments (> 1 is flagged); rank alerts by it", TypeConverters.toString)
     predictionCol = Param(Params._dummy(), "predictionCol", "output column: 1 if the score exceeds the threshold", TypeConverters.toString)
 
     def __init__(self, *args, **kwargs):
@@ -88,6 +89,7 @@ class SegmentAEParams(HasSeed):
             segmentCol="segment",
             scoreCol="anomaly_score",
             thresholdCol="threshold",
+            scoreRatioCol="score_ratio",
             predictionCol="is_anomaly",
             seed=42,
         )

@@ -3,17 +3,19 @@
 ``SegmentAE().fit(df)`` learns the preprocessing, the segments, one
 autoencoder per segment and the per-segment error statistics;
 ``SegmentAEModel.transform(df)`` adds ``segment``, ``anomaly_score``,
-``threshold`` and ``is_anomaly`` to every row, in one pass with no shuffle.
+``threshold``, ``score_ratio`` (score / threshold) and ``is_anomaly`` to every row, in one pass with no shuffle.
 Both work inside a ``pyspark.ml.Pipeline`` and persist with ``save`` / ``load``
 (see :mod:`segae_spark.artifacts` for the directory layout).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
 
+import numpy as np
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.functions import vector_to_array
@@ -55,6 +57,7 @@ def _output_columns(params: SegmentAEParams) -> OutputColumns:
         segment=params.getOrDefault(params.segmentCol),
         score=params.getOrDefault(params.scoreCol),
         threshold=params.getOrDefault(params.thresholdCol),
+        score_ratio=params.getOrDefault(params.scoreRatioCol),
         prediction=params.getOrDefault(params.predictionCol),
     )
 
@@ -63,7 +66,7 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
     """Segment-wise autoencoder anomaly detector (the SegmentAE method) on Spark.
 
     >>> model = SegmentAE(labelCol="is_fraud", nClusters=4, thresholdRatio=2.0).fit(train_df)
-    >>> scored = model.transform(new_df)   # + segment, anomaly_score, threshold, is_anomaly
+    >>> scored = model.transform(new_df)   # + segment, anomaly_score, threshold, score_ratio, is_anomaly
     """
 
     @keyword_only
@@ -233,17 +236,112 @@ class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
         """
         return self._with(thresholdMetric=threshold_metric)._score(df, feature_errors=True)
 
-    def evaluation(self, df: DataFrame, target_col: str, threshold_ratio: float | None = None) -> dict:
+    def evaluation(
+        self, df: DataFrame, target_col: str, threshold_ratio: float | None = None, rank_by: str = "score"
+    ) -> dict:
         """SegmentAE's ``evaluation``: global and per-segment metrics against ``target_col``.
 
         Computed in Spark; ``threshold_ratio`` overrides the model's for this
-        call without retraining.
+        call without retraining. ROC-AUC and PR-AUC rank rows by the raw
+        reconstruction error or, with ``rank_by="score_ratio"``, by score / the
+        row's segment threshold (see :func:`segae_spark.evaluation.evaluate`).
         """
         model = self._with(thresholdRatio=threshold_ratio)
         outputs = _output_columns(model)
         return evaluate(
-            model.transform(df), target_col, outputs.score, outputs.prediction, outputs.segment, outputs.threshold
+            model.transform(df),
+            target_col,
+            outputs.score,
+            outputs.prediction,
+            outputs.segment,
+            outputs.threshold,
+            rank_by=rank_by,
         )
+
+    def infer_threshold(
+        self, df: DataFrame, threshold_perc: float = 95.0, per_segment: bool = True, max_rows: int = 100_000
+    ) -> "SegmentAEModel":
+        """alibi-detect's ``infer_threshold``: thresholds from a batch whose share of normal rows is known.
+
+        ``threshold_perc`` is the percentage of ``df``'s rows taken to be
+        normal (95 for a batch with 5% anomalies). With ``per_segment`` each
+        segment's threshold becomes that percentile of the scores of its own
+        rows of ``df``; a segment with fewer than ``minRowsPerSegment`` of
+        them, and every segment without ``per_segment``, gets the percentile
+        of all of ``df``'s scores (one global threshold).
+
+        The batch's scores take the place of the stored training errors (for
+        every threshold metric, so ``thresholdMetric`` can still change) and
+        ``thresholdMethod`` becomes ``quantile`` with ``thresholdQuantile =
+        threshold_perc / 100``; each segment's summary records
+        ``threshold_from`` and the batch's ``threshold_errors`` statistics,
+        and ``save`` keeps all of it. The model changes in place and is
+        returned. The scores reach the driver (they become the stored
+        errors), so a batch of more than ``max_rows`` rows is first cut to
+        about ``max_rows`` by a seeded hash of each row's content: the same
+        rows whatever the input's order or partitioning.
+        """
+        if isinstance(threshold_perc, bool) or not isinstance(threshold_perc, (int, float)) or not 0 < threshold_perc < 100:
+            raise ConfigError(f"threshold_perc must be a number in (0, 100), got {threshold_perc!r}")
+        if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
+            raise ConfigError(f"max_rows must be an integer >= 1, got {max_rows!r}")
+        total = df.count()
+        if total > max_rows:
+            uniform = F.pmod(row_hash(self.getOrDefault(self.seed), df.columns), F.lit(2**53)) / F.lit(float(2**53))
+            df = df.filter(uniform < F.lit(max_rows / total))
+            logger.info("infer_threshold: %d rows in the batch, a seeded sample of about %d scored", total, max_rows)
+        min_rows = self.getOrDefault(self.minRowsPerSegment)
+        outputs = _output_columns(self)
+        errors: dict[int, dict[str, np.ndarray]] = {seg: {} for seg in self.artifact.train_errors}
+        own: dict[int, bool] = {}
+        rows = 0
+        for metric in THRESHOLD_METRICS:
+            scored = self._with(thresholdMetric=metric).transform(df).select(outputs.segment, outputs.score)
+            batch = scored.toPandas()  # small: about max_rows rows
+            rows = len(batch)
+            if not rows:
+                raise SchemaError("infer_threshold needs at least one row; the batch is empty")
+            segments = batch[outputs.segment].to_numpy()
+            scores = batch[outputs.score].to_numpy(dtype=np.float64)
+            pooled = np.sort(scores)
+            for seg in errors:
+                mine = scores[segments == seg]
+                own[seg] = per_segment and len(mine) >= min_rows
+                errors[seg][metric] = np.sort(mine) if own[seg] else pooled
+        metric = self.getOrDefault(self.thresholdMetric)
+        artifact = self.artifact
+        segments = [
+            {
+                **s,
+                "threshold_from": f"infer_threshold: {'segment' if own[s['segment']] else 'all rows'}",
+                "threshold_errors": ErrorStats.of(errors[s["segment"]][metric]).to_dict(),
+            }
+            for s in artifact.segments
+        ]
+        inference = {"rows": rows, "threshold_perc": float(threshold_perc), "per_segment": bool(per_segment)}
+        self._artifact = dataclasses.replace(
+            artifact, train_errors=errors, segments=segments, training={**artifact.training, "threshold_inference": inference}
+        )
+        return self._set(thresholdMethod="quantile", thresholdQuantile=threshold_perc / 100.0)
+
+    def predict(self, df: DataFrame, return_feature_score: bool = False) -> DataFrame:
+        """alibi-detect's ``predict``: the scored rows, with alibi-detect's column names as well.
+
+        ``transform(df)`` plus ``instance_score`` (a copy of the score
+        column) and ``is_outlier`` (of the flag); with
+        ``return_feature_score``, ``reconstruction(df)`` plus
+        ``feature_score`` (of ``feature_errors``, the squared error of each
+        feature).
+        """
+        aliases = ["instance_score", "is_outlier"] + (["feature_score"] if return_feature_score else [])
+        clash = [c for c in aliases if c in df.columns]
+        if clash:
+            raise SchemaError(f"input already has column(s) {clash}, which predict() adds; drop or rename them")
+        outputs = _output_columns(self)
+        extra = [F.col(outputs.score).alias("instance_score"), F.col(outputs.prediction).alias("is_outlier")]
+        if return_feature_score:
+            extra.append(F.col(FEATURE_ERRORS_COL).alias("feature_score"))
+        return self._score(df, feature_errors=return_feature_score).select("*", *extra)
 
     @property
     def artifact(self) -> ModelArtifact:
@@ -306,7 +404,7 @@ class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
         if clash:
             raise SchemaError(
                 f"input already has output column(s) {clash}; drop them or rename the outputs "
-                "(segmentCol, scoreCol, thresholdCol, predictionCol)"
+                "(segmentCol, scoreCol, thresholdCol, scoreRatioCol, predictionCol)"
             )
         passthrough = tuple(dataset.columns)
         prepared = artifact.segmenter.transform(artifact.preprocessing.transform(dataset)).select(

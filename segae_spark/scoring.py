@@ -34,10 +34,11 @@ class OutputColumns:
     segment: str = "segment"
     score: str = "anomaly_score"
     threshold: str = "threshold"
+    score_ratio: str = "score_ratio"
     prediction: str = "is_anomaly"
 
     def names(self) -> list[str]:
-        return [self.segment, self.score, self.threshold, self.prediction]
+        return [self.segment, self.score, self.threshold, self.score_ratio, self.prediction]
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,21 @@ def _engines(model_id: str, weights) -> dict[str, ScoringEngine]:
     return engines
 
 
+def score_ratios(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """``score / threshold``: how far past its own segment's threshold a row is.
+
+    Raw reconstruction errors are on each segment's own scale (a segment of
+    noisy rows has larger errors everywhere), so ranking rows of different
+    segments by the raw score mixes scales; the ratio puts every segment on
+    the scale its flag uses (``> 1`` is flagged). A zero threshold (a segment
+    whose training rows all reconstructed exactly) gives ``inf`` for a
+    positive score and 0 for a zero one.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = scores / thresholds
+    return np.where(thresholds > 0, ratio, np.where(scores > 0, np.inf, 0.0))
+
+
 def score_batch(batch: pa.RecordBatch, plan: ScoringPlan, engines: Mapping[str, ScoringEngine]) -> pa.RecordBatch:
     """Score one Arrow batch; pure function of the batch, the plan and the engines."""
     rows = batch.num_rows
@@ -93,16 +109,18 @@ def score_batch(batch: pa.RecordBatch, plan: ScoringPlan, engines: Mapping[str, 
                     per_feature = np.zeros(x.shape, dtype=np.float64)
                 per_feature[idx] = engine.feature_errors(x_seg)
     flags = (scores > thresholds).astype(np.int32)
+    ratios = score_ratios(scores, thresholds)
     out = plan.outputs
     fields = [batch.schema.field(name) for name in plan.passthrough]
     fields += [
         pa.field(out.segment, pa.int32()),
         pa.field(out.score, pa.float64()),
         pa.field(out.threshold, pa.float64()),
+        pa.field(out.score_ratio, pa.float64()),
         pa.field(out.prediction, pa.int32()),
     ]
     arrays = [batch.column(name) for name in plan.passthrough]
-    arrays += [pa.array(segments), pa.array(scores), pa.array(thresholds), pa.array(flags)]
+    arrays += [pa.array(segments), pa.array(scores), pa.array(thresholds), pa.array(ratios), pa.array(flags)]
     if plan.feature_errors:
         width = per_feature.shape[1] if per_feature is not None else 0
         values = pa.array(per_feature.ravel() if per_feature is not None else np.zeros(0))
@@ -124,6 +142,7 @@ def output_schema(prepared: DataFrame, plan: ScoringPlan) -> StructType:
         StructField(out.segment, IntegerType(), False),
         StructField(out.score, DoubleType(), False),
         StructField(out.threshold, DoubleType(), False),
+        StructField(out.score_ratio, DoubleType(), False),
         StructField(out.prediction, IntegerType(), False),
     ]
     if plan.feature_errors:

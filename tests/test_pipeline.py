@@ -16,13 +16,14 @@ def _scores(df, id_col="transaction_id"):
 
 def test_transform_adds_columns_and_keeps_rows(transactions, fitted_model):
     scored = fitted_model.transform(transactions)
-    assert scored.columns == transactions.columns + ["segment", "anomaly_score", "threshold", "is_anomaly"]
+    assert scored.columns == transactions.columns + ["segment", "anomaly_score", "threshold", "score_ratio", "is_anomaly"]
     assert scored.count() == transactions.count()
     assert scored.select("transaction_id").distinct().count() == transactions.count()
     stats = scored.agg(F.min("anomaly_score"), F.countDistinct("segment"), F.sum("is_anomaly")).first()
     assert stats[0] >= 0 and stats[1] == 3 and 0 < stats[2] < transactions.count()
     bad = scored.filter((F.col("anomaly_score") > F.col("threshold")) != (F.col("is_anomaly") == 1)).count()
     assert bad == 0
+    assert scored.filter((F.col("score_ratio") > 1) != (F.col("is_anomaly") == 1)).count() == 0
 
 
 def test_thresholds_follow_the_ratio(fitted_model):

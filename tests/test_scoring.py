@@ -50,7 +50,7 @@ def test_score_batch_is_per_segment_vectorised_error():
     )
     engines = {"a": _engine(1), "b": _engine(2)}
     out = score_batch(batch, _plan("mae"), engines)
-    assert out.schema.names == ["id", "segment", "anomaly_score", "threshold", "is_anomaly"]
+    assert out.schema.names == ["id", "segment", "anomaly_score", "threshold", "score_ratio", "is_anomaly"]
     expected = np.empty(7)
     for s, name in ((0, "a"), (1, "b")):
         idx = seg == s
@@ -59,7 +59,14 @@ def test_score_batch_is_per_segment_vectorised_error():
     thresholds = np.where(seg == 0, 0.5, 2.0)
     np.testing.assert_array_equal(out.column("threshold").to_numpy(), thresholds)
     np.testing.assert_array_equal(out.column("is_anomaly").to_numpy(), (expected > thresholds).astype(np.int32))
+    np.testing.assert_allclose(out.column("score_ratio").to_numpy(), expected / thresholds, rtol=1e-12)
     assert out.column("id").to_pylist() == [f"r{i}" for i in range(7)]
+
+
+def test_score_ratio_is_score_over_threshold_and_safe_at_zero_threshold():
+    scores = np.array([0.0, 0.3, 0.0, 2.0, 1.0])
+    thresholds = np.array([0.5, 0.5, 0.0, 0.0, 1.0])
+    np.testing.assert_array_equal(scoring.score_ratios(scores, thresholds), [0.0, 0.6, 0.0, np.inf, 1.0])
 
 
 def test_empty_batch_scores_to_empty_batch():

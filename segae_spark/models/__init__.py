@@ -1,18 +1,23 @@
 """Autoencoders: Keras models for training, numpy (or Keras) engines for scoring.
 
 Importing this package does not import TensorFlow or Keras: the training
-modules (``dense``, ``batchnorm``, ``ensemble``, ``autoencoders``) and
-``keras_engine`` import them inside their functions, and ``numpy_engine`` /
-``reconstruction`` (the executors' scoring path) never do.
+modules (``dense``, ``batchnorm``, ``ensemble``, ``aegmm``, ``autoencoders``)
+and ``keras_engine`` import them inside their functions, and
+``numpy_engine`` / ``numpy_aegmm`` / ``reconstruction`` (the executors'
+scoring path) never do. ``aegmm_layers`` (the AEGMM's TensorFlow loss and
+Keras layers) is not imported here at all.
 
 Training: ``autoencoder_config_from_dict`` (the ``type`` key picks ``dense``,
-``batchnorm`` or ``ensemble``) and ``train_autoencoder_model`` (or
-``train_user_model`` for a user's Keras model) give a ``TrainedAutoencoder``.
-Scoring: ``load_engine`` (numpy, from ``.npz`` bytes) or
-``load_scoring_engine`` (numpy when there is an ``.npz``, else Keras), whose
-engines all expose ``row_errors(x, metric)`` and ``feature_errors(x)``.
+``batchnorm``, ``ensemble``, ``keras`` or ``aegmm``) and
+``train_autoencoder_model`` (or ``train_user_model`` for a user's Keras
+model) give a ``TrainedAutoencoder``. Scoring: ``load_engine`` (numpy, from
+``.npz`` bytes) or ``load_scoring_engine`` (numpy when there is an ``.npz``,
+else Keras), whose engines all expose ``row_errors(x, metric)`` and
+``feature_errors(x)`` (an AEGMM's row error is its sample energy, whatever
+the metric).
 """
 
+from segae_spark.models.aegmm import AEGMMConfig, build_aegmm, train_aegmm
 from segae_spark.models.autoencoders import (
     AUTOENCODER_TYPES,
     AutoencoderConfig,
@@ -49,11 +54,13 @@ from segae_spark.models.numpy_engine import (
     NumpyEnsemble,
     load_engine,
 )
+from segae_spark.models.numpy_aegmm import NumpyAEGMM
 from segae_spark.models.reconstruction import THRESHOLD_METRICS, feature_errors, row_errors
 from segae_spark.models.stacked import train_autoencoder, train_stacked
 
 __all__ = [
     "ACTIVATIONS",
+    "AEGMMConfig",
     "AUTOENCODER_TYPES",
     "ActivationLayer",
     "AutoencoderConfig",
@@ -64,6 +71,7 @@ __all__ = [
     "DenseLayer",
     "EnsembleAutoencoderConfig",
     "KerasEngine",
+    "NumpyAEGMM",
     "NumpyAutoencoder",
     "NumpyEnsemble",
     "ScoringEngine",
@@ -72,6 +80,7 @@ __all__ = [
     "TrainedAutoencoder",
     "TrainingResult",
     "autoencoder_config_from_dict",
+    "build_aegmm",
     "build_batchnorm_autoencoder",
     "build_dense_autoencoder",
     "build_ensemble_model",
@@ -85,6 +94,7 @@ __all__ = [
     "member_seed",
     "numpy_engine_from_keras",
     "row_errors",
+    "train_aegmm",
     "train_autoencoder",
     "train_stacked",
     "train_autoencoder_model",

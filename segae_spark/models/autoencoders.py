@@ -6,7 +6,9 @@ architecture (``dense`` when absent):
 - ``dense`` -- :class:`~segae_spark.models.dense.DenseAutoencoderConfig`;
 - ``batchnorm`` -- :class:`~segae_spark.models.batchnorm.BatchNormAutoencoderConfig`;
 - ``ensemble`` -- :class:`~segae_spark.models.ensemble.EnsembleAutoencoderConfig`;
-- ``keras`` -- :class:`~segae_spark.models.user_keras.UserKerasConfig`, a user's own model.
+- ``keras`` -- :class:`~segae_spark.models.user_keras.UserKerasConfig`, a user's own model;
+- ``aegmm`` -- :class:`~segae_spark.models.aegmm.AEGMMConfig`, the AEGMM
+  detector (autoencoder + Gaussian mixture, scored by sample energy).
 
 :func:`autoencoder_config_from_dict` parses it, :func:`train_autoencoder_model`
 trains it and returns a :class:`TrainedAutoencoder`: the numpy engine's
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping, Union
 import numpy as np
 
 from segae_spark.errors import ArtifactError, ConfigError
+from segae_spark.models.aegmm import AEGMMConfig, AEGMMTrainingResult, train_aegmm
 from segae_spark.models.batchnorm import BatchNormAutoencoderConfig
 from segae_spark.models.dense import (
     DenseAutoencoderConfig,
@@ -55,13 +58,16 @@ __all__ = [
     "train_user_model",
 ]
 
-AutoencoderConfig = Union[DenseAutoencoderConfig, BatchNormAutoencoderConfig, EnsembleAutoencoderConfig, UserKerasConfig]
+AutoencoderConfig = Union[
+    DenseAutoencoderConfig, BatchNormAutoencoderConfig, EnsembleAutoencoderConfig, UserKerasConfig, AEGMMConfig
+]
 
 AUTOENCODER_TYPES: dict[str, type] = {
     "dense": DenseAutoencoderConfig,
     "batchnorm": BatchNormAutoencoderConfig,
     "ensemble": EnsembleAutoencoderConfig,
     "keras": UserKerasConfig,
+    "aegmm": AEGMMConfig,
 }
 """Config class of each architecture, by the ``type`` key that selects it."""
 
@@ -101,6 +107,7 @@ class TrainedAutoencoder:
     ``rows``, ``val_rows``, ``seconds`` (all members), ``epochs_run``,
     ``train_loss`` and ``val_loss`` as lists, one value per member, and
     ``members``: one single-model dict per member (with its own ``seed``).
+    An AEGMM's is a single model's plus ``phi``, its mixture weights.
     """
 
     architecture: str
@@ -131,9 +138,11 @@ def train_autoencoder_models(
 ) -> list[TrainedAutoencoder]:
     """Train one model of ``config`` per matrix of ``xs`` (model ``k`` on ``xs[k]`` from ``seeds[k]``).
 
-    Built-in architectures train together (:mod:`.stacked`), which is much
-    faster than one after another and gives each model exactly what training
-    it alone would; user Keras models train one after another.
+    Dense and batchnorm autoencoders (ensemble members included) train
+    together (:mod:`.stacked`), which is much faster than one after another
+    and gives each model exactly what training it alone would; user Keras
+    models and AEGMMs, whose layers and loss the stacked trainer does not
+    know, train one after another.
     """
     config = autoencoder_config_from_dict(config)
     seeds = [_seed(seed) for seed in seeds]
@@ -153,6 +162,8 @@ def train_autoencoder_models(
         ]
     if isinstance(config, EnsembleAutoencoderConfig):
         return [_trained_ensemble(r, config, seed) for r, seed in zip(train_ensembles(xs, config, seeds), seeds)]
+    if isinstance(config, AEGMMConfig):
+        return [_trained_aegmm(train_aegmm(x, config, seed), config, seed) for x, seed in zip(xs, seeds)]
     out = []
     for single, seed in zip(train_stacked(xs, config, seeds), seeds):
         engine = NumpyAutoencoder.from_keras(single.model)
@@ -176,6 +187,12 @@ def _trained_ensemble(result: EnsembleTrainingResult, config: EnsembleAutoencode
         "members": members,
     }
     return TrainedAutoencoder(config.type, engine.to_npz_bytes(), keras_model_bytes(result.model), training, engine, result.model)
+
+
+def _trained_aegmm(result: AEGMMTrainingResult, config: AEGMMConfig, seed: int) -> TrainedAutoencoder:
+    model = result.training.model
+    training = {"type": config.type, **_stats(result.training, seed), "phi": result.engine.gmm["phi"].tolist()}
+    return TrainedAutoencoder(config.type, result.engine.to_npz_bytes(), keras_model_bytes(model), training, result.engine, model)
 
 
 def train_user_model(

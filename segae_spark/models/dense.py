@@ -70,6 +70,15 @@ def config_fields(cls, d: Mapping) -> dict:
     return d
 
 
+def check_training_fields(config, set_, min_batch_size: int = 1) -> None:
+    """Validate and normalise the training fields every config shares (``set_`` writes a frozen field)."""
+    set_("learning_rate", _float("learning_rate", config.learning_rate, low=0.0, low_open=True))
+    set_("epochs", _int("epochs", config.epochs, low=1))
+    set_("batch_size", _int("batch_size", config.batch_size, low=min_batch_size))
+    set_("validation_split", _float("validation_split", config.validation_split, low=0.0, high=1.0, high_open=True))
+    set_("early_stopping_patience", _int("early_stopping_patience", config.early_stopping_patience, low=0))
+
+
 @dataclass(frozen=True)
 class StackAutoencoderConfig:
     """Settings shared by the autoencoders built as a stack of hidden blocks.
@@ -111,11 +120,7 @@ class StackAutoencoderConfig:
                 raise ConfigError(f"{name} {value!r} is not supported; expected one of {list(DENSE_ACTIVATIONS)}")
         set_("dropout", _float("dropout", self.dropout, low=0.0, high=1.0, high_open=True))
         set_("l2", _float("l2", self.l2, low=0.0))
-        set_("learning_rate", _float("learning_rate", self.learning_rate, low=0.0, low_open=True))
-        set_("epochs", _int("epochs", self.epochs, low=1))
-        set_("batch_size", _int("batch_size", self.batch_size, low=1))
-        set_("validation_split", _float("validation_split", self.validation_split, low=0.0, high=1.0, high_open=True))
-        set_("early_stopping_patience", _int("early_stopping_patience", self.early_stopping_patience, low=0))
+        check_training_fields(self, set_)
 
     @classmethod
     def from_dict(cls, d: Mapping):

@@ -1,7 +1,8 @@
 """Scoring with Keras itself: the fallback for user models the numpy engine cannot run.
 
 Built-in architectures, and user models made only of the layers the numpy
-engine reads, are scored in numpy (:mod:`.numpy_engine`). Any other Keras
+engine reads, are scored in numpy (:mod:`.numpy_engine`; the AEGMM by
+:mod:`.numpy_aegmm`). Any other Keras
 model (convolutions, reshapes, custom layers, ...) is scored by
 :class:`KerasEngine`, which exposes the same interface: ``row_errors(x,
 metric)`` and ``feature_errors(x)``. :func:`engine_from_keras` picks the
@@ -39,6 +40,7 @@ from segae_spark.models.numpy_engine import (
     _output_count,
     load_engine,
 )
+from segae_spark.models.numpy_aegmm import NumpyAEGMM
 
 __all__ = [
     "EngineKind",
@@ -150,7 +152,7 @@ class KerasEngine(MeanOfReconstructionErrors):
     __call__ = predict
 
 
-ScoringEngine = Union[NumpyAutoencoder, NumpyEnsemble, KerasEngine]
+ScoringEngine = Union[NumpyAutoencoder, NumpyEnsemble, NumpyAEGMM, KerasEngine]
 
 
 def numpy_engine_from_keras(model, *, verify: bool = True) -> NumpyAutoencoder | NumpyEnsemble:

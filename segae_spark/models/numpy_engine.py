@@ -13,7 +13,8 @@ layers of the built-in architectures:
   each activation written the way the TensorFlow kernel computes it
   (``leaky_relu`` with Keras' default slope 0.2, ``gelu`` as
   ``0.5 * x * erfc(-x / sqrt(2))``, ``selu`` with float32 ``scale`` and
-  ``scale * alpha``);
+  ``scale * alpha``, ``softmax`` over the row, for the AEGMM's density
+  network);
 - :class:`BatchNormLayer` -- Keras ``BatchNormalization`` in inference mode,
   computed as ``tf.nn.batch_normalization`` does in float32:
   ``inv = rsqrt(moving_variance + epsilon) * gamma``, then
@@ -46,7 +47,10 @@ Weights are stored as ``.npz`` (no pickle), format version 2:
   ``gamma_i`` / ``beta_i`` / ``moving_mean_i`` / ``moving_variance_i`` /
   ``epsilon_i`` (batch_norm);
 - an ensemble: ``members`` (int64 count) and member ``j``'s autoencoder
-  arrays under the prefix ``member_j/``.
+  arrays under the prefix ``member_j/``;
+- ``kind`` ``aegmm``: an AEGMM detector (encoder, decoder and density
+  stacks plus its Gaussian mixture), laid out and scored by
+  :mod:`.numpy_aegmm`.
 
 Version 1 (a plain Dense stack: ``kernel_i``, ``bias_i``, ``activations``)
 is still read, as a stack of :class:`DenseLayer`.
@@ -56,7 +60,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from typing import Callable, Iterable, NamedTuple, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple, Sequence, Union
 
 import numpy as np
 
@@ -64,6 +68,9 @@ from segae_spark.errors import ArtifactError, ConfigError
 from segae_spark.models.reconstruction import THRESHOLD_METRICS
 from segae_spark.models.reconstruction import feature_errors as _feature_errors
 from segae_spark.models.reconstruction import row_errors as _row_errors
+
+if TYPE_CHECKING:  # pragma: no cover
+    from segae_spark.models.numpy_aegmm import NumpyAEGMM
 
 __all__ = [
     "ACTIVATIONS",
@@ -192,6 +199,14 @@ def _silu(z: np.ndarray) -> np.ndarray:
     return t
 
 
+def _softmax(z: np.ndarray) -> np.ndarray:
+    # tf.nn.softmax over the last axis: exp(z - max) / sum, each row on its own.
+    t = z - z.max(axis=-1, keepdims=True)
+    np.exp(t, out=t)
+    t /= t.sum(axis=-1, keepdims=True)
+    return t
+
+
 ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "relu": _relu,
     "tanh": _tanh,
@@ -203,6 +218,7 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "softplus": _softplus,
     "gelu": _gelu,
     "silu": _silu,
+    "softmax": _softmax,
 }
 """Activations the engine computes, by Keras' registered name."""
 
@@ -514,10 +530,8 @@ class NumpyAutoencoder:
         """
         engine = load_engine(data)
         if not isinstance(engine, NumpyAutoencoder):
-            raise ArtifactError(
-                f"weights archive holds an ensemble of {engine.n_members} autoencoders, not one; "
-                f"load it with load_engine()"
-            )
+            what = f"an ensemble of {engine.n_members} autoencoders" if isinstance(engine, NumpyEnsemble) else "an AEGMM"
+            raise ArtifactError(f"weights archive holds {what}, not one autoencoder; load it with load_engine()")
         return engine
 
     # ------------------------------------------------------------ from Keras
@@ -646,7 +660,8 @@ class NumpyEnsemble(MeanOfReconstructionErrors):
         """Load what :meth:`to_npz_bytes` wrote; ArtifactError on anything else."""
         engine = load_engine(data)
         if not isinstance(engine, NumpyEnsemble):
-            raise ArtifactError("weights archive holds a single autoencoder, not an ensemble")
+            what = "a single autoencoder" if isinstance(engine, NumpyAutoencoder) else "an AEGMM"
+            raise ArtifactError(f"weights archive holds {what}, not an ensemble")
         return engine
 
     # ------------------------------------------------------------ from Keras
@@ -685,13 +700,14 @@ class NumpyEnsemble(MeanOfReconstructionErrors):
         return engine
 
 
-Engine = Union[NumpyAutoencoder, NumpyEnsemble]
+Engine = Union[NumpyAutoencoder, NumpyEnsemble, "NumpyAEGMM"]
 
 
 def load_engine(data: bytes) -> Engine:
-    """The engine stored in ``.npz`` bytes: a :class:`NumpyAutoencoder` or a
-    :class:`NumpyEnsemble`, by the archive's ``kind`` (version 1 archives are
-    dense stacks). ArtifactError on anything else; never unpickles."""
+    """The engine stored in ``.npz`` bytes: a :class:`NumpyAutoencoder`, a
+    :class:`NumpyEnsemble` or a :class:`~segae_spark.models.numpy_aegmm.NumpyAEGMM`,
+    by the archive's ``kind`` (version 1 archives are dense stacks).
+    ArtifactError on anything else; never unpickles."""
     arrays = _read_npz(data)
     version = arrays.pop("format_version", np.array(1))
     if version.shape != () or version.dtype.kind not in "iu" or int(version) not in READABLE_NPZ_VERSIONS:
@@ -716,8 +732,13 @@ def load_engine(data: bytes) -> Engine:
             engine = NumpyEnsemble(members)
         except ValueError as exc:
             raise ArtifactError(f"weights archive is inconsistent: {exc}") from None
+    elif kind == "aegmm":
+        # numpy_aegmm builds on this module, so it is imported here, not at the top.
+        from segae_spark.models.numpy_aegmm import aegmm_from_arrays
+
+        engine = aegmm_from_arrays(arrays)
     else:
-        raise ArtifactError(f"weights archive has kind {kind!r}; expected 'autoencoder' or 'ensemble'")
+        raise ArtifactError(f"weights archive has kind {kind!r}; expected 'autoencoder', 'ensemble' or 'aegmm'")
     if arrays:
         raise ArtifactError(f"weights archive has unexpected arrays {sorted(arrays, key=_natural)}")
     return engine

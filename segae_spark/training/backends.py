@@ -5,7 +5,7 @@ one task per task slot of the cluster: the shared model (if any) alone in
 its task, the per-segment models balanced by rows over the others. Each
 task receives only its models' bounded samples and trains them together
 (:func:`~segae_spark.training.segments.train_model_group`: one stacked
-computation for the built-in architectures, each model exactly as if alone,
+computation for dense and batchnorm autoencoders, each exactly as if alone,
 so the models do not depend on how many tasks there were). The weights come
 back as ``.npz`` / ``.keras`` bytes in an Arrow binary column, never as
 pickles. ``local`` brings the samples to the driver and trains there, which

@@ -60,8 +60,9 @@ def train_model_group(
     """Train every model of ``groups`` (``{model name: {segment: rows}}``) together.
 
     Each model trains on the union of its segments' rows (in segment order)
-    from :func:`model_seed`; built-in architectures train in one stacked
-    computation, each model exactly as it would alone. Returns, per model,
+    from :func:`model_seed`; dense and batchnorm autoencoders (and ensemble
+    members) train in one stacked computation, each model exactly as it
+    would alone, AEGMMs and user models one after another. Returns, per model,
     the model and, for each of its segments and each threshold metric, the
     sorted reconstruction errors of the segment's rows under it (what
     thresholds are computed from, whichever metric scoring uses). Runs on the
