@@ -55,6 +55,11 @@ class SegmentAEParams(HasSeed):
     scoreCol = Param(Params._dummy(), "scoreCol", "output column: reconstruction error", TypeConverters.toString)
     thresholdCol = Param(Params._dummy(), "thresholdCol", "output column: the row's segment threshold", TypeConverters.toString)
     scoreRatioCol = Param(Params._dummy(), "scoreRatioCol", "output column: anomaly_score / threshold, comparable across segments (> 1 is flagged); rank alerts by it", TypeConverters.toString)
+    topFeatures = Param(Params._dummy(), "topFeatures", "k: each row's k features with the largest share of its reconstruction error go to topFeaturesCol; 0 = no such column", TypeConverters.toInt)
+    topFeaturesCol = Param(Params._dummy(), "topFeaturesCol", "output column: list of {feature, share}, largest share first", TypeConverters.toString)
+    modelIdCol = Param(Params._dummy(), "modelIdCol", "output column: the scoring model's id; empty = no such column", TypeConverters.toString)
+    scoredAtCol = Param(Params._dummy(), "scoredAtCol", "output column: UTC timestamp of the transform call, one value per call; empty = no such column", TypeConverters.toString)
+    passthroughCols = Param(Params._dummy(), "passthroughCols", "input columns copied to the output; empty = all", TypeConverters.toListString)
     predictionCol = Param(Params._dummy(), "predictionCol", "output column: 1 if the score exceeds the threshold", TypeConverters.toString)
 
     def __init__(self, *args, **kwargs):
@@ -91,6 +96,11 @@ class SegmentAEParams(HasSeed):
             thresholdCol="threshold",
             scoreRatioCol="score_ratio",
             predictionCol="is_anomaly",
+            topFeatures=3,
+            topFeaturesCol="top_features",
+            modelIdCol="model_id",
+            scoredAtCol="scored_at",
+            passthroughCols=[],
             seed=42,
         )
 

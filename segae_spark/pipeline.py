@@ -11,6 +11,7 @@ Both work inside a ``pyspark.ml.Pipeline`` and persist with ``save`` / ``load``
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 import time
@@ -59,6 +60,7 @@ def _output_columns(params: SegmentAEParams) -> OutputColumns:
         threshold=params.getOrDefault(params.thresholdCol),
         score_ratio=params.getOrDefault(params.scoreRatioCol),
         prediction=params.getOrDefault(params.predictionCol),
+        top_features=params.getOrDefault(params.topFeaturesCol),
     )
 
 
@@ -400,30 +402,45 @@ class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
         artifact = self.artifact
         artifact.spec.check_input(dataset.schema)
         outputs = _output_columns(self)
-        clash = [c for c in outputs.names() + ([FEATURE_ERRORS_COL] if feature_errors else []) if c in dataset.columns]
+        get = self.getOrDefault
+        top_k = get(self.topFeatures)
+        if top_k < 0:
+            raise ConfigError(f"topFeatures must be >= 0, got {top_k}")
+        stamps = [c for c in (get(self.modelIdCol), get(self.scoredAtCol)) if c]
+        added = outputs.names() + ([outputs.top_features] if top_k else []) + ([FEATURE_ERRORS_COL] if feature_errors else []) + stamps
+        passthrough = tuple(get(self.passthroughCols)) or tuple(dataset.columns)
+        missing = [c for c in passthrough if c not in dataset.columns]
+        if missing:
+            raise SchemaError(f"passthroughCols names column(s) {missing} that the input lacks; columns: {dataset.columns}")
+        clash = [c for c in added if c in passthrough]
         if clash:
             raise SchemaError(
-                f"input already has output column(s) {clash}; drop them or rename the outputs "
-                "(segmentCol, scoreCol, thresholdCol, scoreRatioCol, predictionCol)"
+                f"input already has output column(s) {clash}; drop them, leave them out of passthroughCols or rename "
+                "the outputs (segmentCol, scoreCol, thresholdCol, scoreRatioCol, predictionCol, topFeaturesCol, "
+                "modelIdCol, scoredAtCol)"
             )
-        passthrough = tuple(dataset.columns)
         prepared = artifact.segmenter.transform(artifact.preprocessing.transform(dataset)).select(
             *[F.col(f"`{c}`") for c in passthrough],
             F.col(_SEGMENT).cast("int").alias(_SEGMENT),
             vector_to_array(F.col(FEATURES_COL), "float32").alias(_X),
         )
+        model_id = self.model_id
         plan = ScoringPlan(
-            model_id=self.model_id,
+            model_id=model_id,
             segment_models={s["segment"]: s["model"] for s in artifact.segments},
             thresholds=self.thresholds,
-            metric=self.getOrDefault(self.thresholdMetric),
+            metric=get(self.thresholdMetric),
             features_col=_X,
             segment_col=_SEGMENT,
             passthrough=passthrough,
             outputs=outputs,
             feature_errors=feature_errors,
+            top_features=top_k,
+            feature_names=tuple(self.feature_names),
         )
-        return score(prepared, plan, self._broadcast_weights(dataset.sparkSession))
+        scored = score(prepared, plan, self._broadcast_weights(dataset.sparkSession))
+        stamp_values = {get(self.modelIdCol): F.lit(model_id), get(self.scoredAtCol): F.lit(dt.datetime.now(dt.timezone.utc))}
+        return scored.select("*", *[value.alias(name) for name, value in stamp_values.items() if name])
 
     def write(self) -> MLWriter:
         return _SegmentAEModelWriter(self)

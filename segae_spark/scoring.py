@@ -2,8 +2,9 @@
 
 Rows arrive with their segment and their preprocessed feature array; each
 Arrow batch is split by segment, pushed through that segment's autoencoder in
-numpy, and leaves with its reconstruction error, its segment's threshold and
-the flag. No shuffle, no collect: the output has exactly the input's rows.
+numpy, and leaves with its reconstruction error, its segment's threshold, their
+ratio, the flag and (when asked) the features that carry most of the error. No
+shuffle, no collect: the output has exactly the input's rows.
 
 Weights travel as one broadcast of ``.npz`` bytes and are decoded once per
 Python worker process (a module-level cache keyed by model id), never once per
@@ -15,12 +16,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame
-from pyspark.sql.types import ArrayType, DoubleType, IntegerType, StructField, StructType
+from pyspark.sql.types import ArrayType, DoubleType, IntegerType, StringType, StructField, StructType
 
 from segae_spark.errors import ArtifactError
 from segae_spark.features.arrays import feature_matrix
@@ -36,8 +37,10 @@ class OutputColumns:
     threshold: str = "threshold"
     score_ratio: str = "score_ratio"
     prediction: str = "is_anomaly"
+    top_features: str = "top_features"
 
     def names(self) -> list[str]:
+        """The columns every scoring adds (``top_features`` only when asked for)."""
         return [self.segment, self.score, self.threshold, self.score_ratio, self.prediction]
 
 
@@ -54,9 +57,14 @@ class ScoringPlan:
     passthrough: tuple[str, ...]
     outputs: OutputColumns
     feature_errors: bool = False
+    top_features: int = 0
+    feature_names: tuple[str, ...] = ()
 
 
 FEATURE_ERRORS_COL = "feature_errors"
+# top_features: a list of {feature, share} per row, in Spark and in Arrow.
+TOP_FEATURE_TYPE = ArrayType(StructType([StructField("feature", StringType(), False), StructField("share", DoubleType(), False)]))
+_TOP_FEATURE_FIELDS = [pa.field("feature", pa.string(), False), pa.field("share", pa.float64(), False)]
 
 # model id -> {model name -> engine}; lives as long as the Python worker process.
 _ENGINES: dict[str, dict[str, ScoringEngine]] = {}
@@ -86,6 +94,30 @@ def score_ratios(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     return np.where(thresholds > 0, ratio, np.where(scores > 0, np.inf, 0.0))
 
 
+def top_features(per_feature: np.ndarray, names: Sequence[str], k: int) -> pa.ListArray:
+    """Each row's ``k`` features with the largest share of its squared reconstruction error.
+
+    A list of ``{feature, share}`` per row, largest share first (ties: the
+    earlier feature); shares are of the row's summed squared error in the
+    model's (scaled, encoded) feature space, so a one-hot slot shows as
+    ``column=value``. A row reconstructed exactly has shares 0.
+    """
+    rows, width = per_feature.shape
+    k = min(k, width)
+    remaining = per_feature.copy()
+    order = np.empty((rows, k), dtype=np.int64)
+    for i in range(k):  # k argmax passes: cheaper than a full sort for small k; ties go to the first index
+        order[:, i] = np.argmax(remaining, axis=1)
+        remaining[np.arange(rows), order[:, i]] = -np.inf
+    total = per_feature.sum(axis=1, keepdims=True)
+    top = np.take_along_axis(per_feature, order, axis=1)
+    shares = np.divide(top, total, out=np.zeros_like(top), where=total > 0)
+    entries = pa.StructArray.from_arrays(
+        [pa.array(names, pa.string()).take(order.ravel()), pa.array(shares.ravel())], fields=_TOP_FEATURE_FIELDS
+    )
+    return pa.ListArray.from_arrays(pa.array(np.arange(rows + 1, dtype=np.int32) * k), entries)
+
+
 def score_batch(batch: pa.RecordBatch, plan: ScoringPlan, engines: Mapping[str, ScoringEngine]) -> pa.RecordBatch:
     """Score one Arrow batch; pure function of the batch, the plan and the engines."""
     rows = batch.num_rows
@@ -102,12 +134,13 @@ def score_batch(batch: pa.RecordBatch, plan: ScoringPlan, engines: Mapping[str, 
             idx = np.flatnonzero(segments == segment)
             x_seg = x[idx]
             engine = engines[plan.segment_models[segment]]
-            scores[idx] = engine.row_errors(x_seg, plan.metric)
             thresholds[idx] = plan.thresholds[segment]
-            if plan.feature_errors:
+            if plan.feature_errors or plan.top_features:
                 if per_feature is None:
                     per_feature = np.zeros(x.shape, dtype=np.float64)
-                per_feature[idx] = engine.feature_errors(x_seg)
+                scores[idx], per_feature[idx] = engine.errors(x_seg, plan.metric)
+            else:
+                scores[idx] = engine.row_errors(x_seg, plan.metric)
     flags = (scores > thresholds).astype(np.int32)
     ratios = score_ratios(scores, thresholds)
     out = plan.outputs
@@ -121,6 +154,10 @@ def score_batch(batch: pa.RecordBatch, plan: ScoringPlan, engines: Mapping[str, 
     ]
     arrays = [batch.column(name) for name in plan.passthrough]
     arrays += [pa.array(segments), pa.array(scores), pa.array(thresholds), pa.array(ratios), pa.array(flags)]
+    if plan.top_features:
+        per_row = per_feature if per_feature is not None else np.zeros((0, len(plan.feature_names)))
+        fields.append(pa.field(out.top_features, pa.list_(pa.struct(_TOP_FEATURE_FIELDS)), False))
+        arrays.append(top_features(per_row, plan.feature_names, plan.top_features))
     if plan.feature_errors:
         width = per_feature.shape[1] if per_feature is not None else 0
         values = pa.array(per_feature.ravel() if per_feature is not None else np.zeros(0))
@@ -145,6 +182,8 @@ def output_schema(prepared: DataFrame, plan: ScoringPlan) -> StructType:
         StructField(out.score_ratio, DoubleType(), False),
         StructField(out.prediction, IntegerType(), False),
     ]
+    if plan.top_features:
+        fields.append(StructField(out.top_features, TOP_FEATURE_TYPE, False))
     if plan.feature_errors:
         fields.append(StructField(FEATURE_ERRORS_COL, ArrayType(DoubleType()), True))
     return StructType(fields)

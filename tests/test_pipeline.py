@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.sql import functions as F
@@ -16,7 +17,9 @@ def _scores(df, id_col="transaction_id"):
 
 def test_transform_adds_columns_and_keeps_rows(transactions, fitted_model):
     scored = fitted_model.transform(transactions)
-    assert scored.columns == transactions.columns + ["segment", "anomaly_score", "threshold", "score_ratio", "is_anomaly"]
+    assert scored.columns == transactions.columns + [
+        "segment", "anomaly_score", "threshold", "score_ratio", "is_anomaly", "top_features", "model_id", "scored_at"
+    ]  # fmt: skip
     assert scored.count() == transactions.count()
     assert scored.select("transaction_id").distinct().count() == transactions.count()
     stats = scored.agg(F.min("anomaly_score"), F.countDistinct("segment"), F.sum("is_anomaly")).first()
@@ -24,6 +27,29 @@ def test_transform_adds_columns_and_keeps_rows(transactions, fitted_model):
     bad = scored.filter((F.col("anomaly_score") > F.col("threshold")) != (F.col("is_anomaly") == 1)).count()
     assert bad == 0
     assert scored.filter((F.col("score_ratio") > 1) != (F.col("is_anomaly") == 1)).count() == 0
+
+
+def test_rows_carry_their_top_features_model_id_and_scoring_time(transactions, fitted_model):
+    names = fitted_model.feature_names
+    rows = fitted_model.reconstruction(transactions.limit(200)).select("feature_errors", "top_features", "model_id", "scored_at").collect()
+    assert {r.model_id for r in rows} == {fitted_model.model_id}
+    assert len({r.scored_at for r in rows}) == 1  # one stamp per transform call
+    for r in rows:
+        errors = np.asarray(r.feature_errors)
+        shares = [t.share for t in r.top_features]
+        assert len(shares) == 3 and shares == sorted(shares, reverse=True)
+        assert r.top_features[0].feature == names[int(np.argmax(errors))]
+        assert shares[0] == pytest.approx(errors.max() / errors.sum())
+
+    narrow = fitted_model.copy(
+        {fitted_model.topFeatures: 0, fitted_model.modelIdCol: "", fitted_model.passthroughCols: ["transaction_id"]}
+    ).transform(transactions)
+    assert narrow.columns == ["transaction_id", "segment", "anomaly_score", "threshold", "score_ratio", "is_anomaly", "scored_at"]
+    assert narrow.count() == transactions.count()
+    with pytest.raises(SchemaError, match="passthroughCols"):
+        fitted_model.copy({fitted_model.passthroughCols: ["no_such_column"]}).transform(transactions)
+    with pytest.raises(ConfigError, match="topFeatures"):
+        fitted_model.copy({fitted_model.topFeatures: -1}).transform(transactions)
 
 
 def test_thresholds_follow_the_ratio(fitted_model):

@@ -1,5 +1,6 @@
 """The scoring path: vectorised per-segment errors, weights cached per process, no TensorFlow."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -67,6 +68,32 @@ def test_score_ratio_is_score_over_threshold_and_safe_at_zero_threshold():
     scores = np.array([0.0, 0.3, 0.0, 2.0, 1.0])
     thresholds = np.array([0.5, 0.5, 0.0, 0.0, 1.0])
     np.testing.assert_array_equal(scoring.score_ratios(scores, thresholds), [0.0, 0.6, 0.0, np.inf, 1.0])
+
+
+def test_top_features_rank_each_rows_error_shares():
+    per_feature = np.array([[1.0, 3.0, 0.0, 4.0], [0.0, 0.0, 0.0, 0.0], [2.0, 2.0, 1.0, 0.0]])
+    got = scoring.top_features(per_feature, ["a", "b", "c=x", "d"], 2).to_pylist()
+    assert got[0] == [{"feature": "d", "share": 0.5}, {"feature": "b", "share": 0.375}]
+    assert got[1] == [{"feature": "a", "share": 0.0}, {"feature": "b", "share": 0.0}]  # exact row: shares 0
+    assert got[2] == [{"feature": "a", "share": 0.4}, {"feature": "b", "share": 0.4}]  # tie: the earlier feature first
+    assert [len(r) for r in scoring.top_features(per_feature, ["a", "b", "c", "d"], 9).to_pylist()] == [4, 4, 4]
+
+
+def test_score_batch_adds_top_features_from_one_reconstruction():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6, 3)).astype(np.float32)
+    batch = pa.RecordBatch.from_pydict(
+        {"id": list("abcdef"), "seg": np.array([0, 1, 0, 1, 0, 1], np.int32), "x": pa.array(list(x), type=pa.list_(pa.float32()))}
+    )
+    engines = {"a": _engine(1), "b": _engine(2)}
+    plan = dataclasses.replace(_plan(), top_features=1, feature_names=("f0", "f1", "f2"))
+    out = score_batch(batch, plan, engines)
+    plain = score_batch(batch, _plan(), engines)
+    assert out.schema.names == plain.schema.names + ["top_features"]
+    np.testing.assert_array_equal(out.column("anomaly_score").to_numpy(), plain.column("anomaly_score").to_numpy())
+    for row, (seg, tops) in enumerate(zip([0, 1, 0, 1, 0, 1], out.column("top_features").to_pylist())):
+        errors = engines["ab"[seg]].feature_errors(x[row : row + 1])[0]
+        assert tops == [{"feature": f"f{int(np.argmax(errors))}", "share": pytest.approx(errors.max() / errors.sum())}]
 
 
 def test_empty_batch_scores_to_empty_batch():

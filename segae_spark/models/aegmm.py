@@ -220,9 +220,6 @@ def train_aegmm(x: np.ndarray, config: AEGMMConfig, seed: int) -> AEGMMTrainingR
     n_val = validation_rows(n_rows, config.validation_split)
 
     start = time.perf_counter()
-    import tensorflow as tf
-
-    tf.config.experimental.enable_op_determinism()
     model = build_aegmm(n_features, config, seed)
     x_train, x_val = split_rows(x, seed, n_val)
     history = _Trainer(model, config).fit(x_train, x_val, seed)

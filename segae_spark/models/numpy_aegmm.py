@@ -322,6 +322,10 @@ class NumpyAEGMM:
         """Squared reconstruction error of each feature of each row, float64 ``(n, n_features)``."""
         return _feature_errors(x, self.predict(x, batch_size))
 
+    def errors(self, x: np.ndarray, metric: str = "mse") -> tuple[np.ndarray, np.ndarray]:
+        """``(row_errors, feature_errors)``: the relative energy and the squared reconstruction errors."""
+        return self.row_errors(x, metric), self.feature_errors(x)
+
     def _latent(self, x: np.ndarray) -> np.ndarray:
         z_c = self._encoder._forward(x)
         x_hat = self._decoder._forward(z_c)

@@ -493,6 +493,12 @@ class NumpyAutoencoder:
         """Squared error of each feature of each row, float64 ``(n, n_features)``."""
         return _feature_errors(x, self.predict(x, batch_size))
 
+    def errors(self, x: np.ndarray, metric: str = "mse") -> tuple[np.ndarray, np.ndarray]:
+        """``(row_errors, feature_errors)`` from one reconstruction of ``x``."""
+        _check_metric(metric)
+        x_hat = self.predict(x)
+        return _row_errors(x, x_hat, metric), _feature_errors(x, x_hat)
+
     def _forward(self, h: np.ndarray) -> np.ndarray:
         for step in self._steps:
             h = step(h)
@@ -590,6 +596,15 @@ class MeanOfReconstructionErrors:
     def feature_errors(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Mean over reconstructions of each one's squared feature errors, float64 ``(n, n_features)``."""
         return _mean([_feature_errors(x, r) for r in self.reconstructions(x, batch_size)])
+
+    def errors(self, x: np.ndarray, metric: str = "mse") -> tuple[np.ndarray, np.ndarray]:
+        """``(row_errors, feature_errors)`` from one set of reconstructions of ``x``."""
+        _check_metric(metric)
+        reconstructions = self.reconstructions(x)
+        return (
+            _mean([_row_errors(x, r, metric) for r in reconstructions]),
+            _mean([_feature_errors(x, r) for r in reconstructions]),
+        )
 
 
 class NumpyEnsemble(MeanOfReconstructionErrors):
