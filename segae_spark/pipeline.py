@@ -45,7 +45,7 @@ from segae_spark.progress import logger, stage
 from segae_spark.scoring import FEATURE_ERRORS_COL, OutputColumns, ScoringPlan, score
 from segae_spark.thresholds import ErrorStats, check_ratio
 from segae_spark.training.backends import TRAINING_BACKENDS, train_models
-from segae_spark.training.sampling import row_hash
+from segae_spark.training.sampling import hash_uniform, row_hash
 from segae_spark.training.segments import TRAINING_MODES, model_plan
 
 _SEGMENT = "__segae_segment"
@@ -289,8 +289,7 @@ class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
             raise ConfigError(f"max_rows must be an integer >= 1, got {max_rows!r}")
         total = df.count()
         if total > max_rows:
-            uniform = F.pmod(row_hash(self.getOrDefault(self.seed), df.columns), F.lit(2**53)) / F.lit(float(2**53))
-            df = df.filter(uniform < F.lit(max_rows / total))
+            df = df.filter(hash_uniform(row_hash(self.getOrDefault(self.seed), df.columns)) < F.lit(max_rows / total))
             logger.info("infer_threshold: %d rows in the batch, a seeded sample of about %d scored", total, max_rows)
         min_rows = self.getOrDefault(self.minRowsPerSegment)
         outputs = _output_columns(self)

@@ -23,13 +23,18 @@ def row_hash(seed: int, columns: list[str]) -> Column:
     return F.xxhash64(F.lit(seed), *[F.col(c) for c in columns])
 
 
+def hash_uniform(hash_value: Column) -> Column:
+    """A 64-bit row hash mapped to a uniform in [0, 1): keep rows below p for a seeded p-share sample."""
+    return F.pmod(hash_value, F.lit(_HASH_RANGE)) / F.lit(float(_HASH_RANGE))
+
+
 def sample_filter(counts: dict[int, int], max_rows: int, segment_col: str, hash_col: str) -> Column:
     """Keep each segment's rows with probability ~1.1 x max_rows / count, by hash.
 
     A cheap first cut in Spark; :func:`cap_by_hash` then keeps exactly the
     ``max_rows`` smallest hashes, so the final sample is exact and bounded.
     """
-    uniform = F.pmod(F.col(hash_col), F.lit(_HASH_RANGE)) / F.lit(float(_HASH_RANGE))
+    uniform = hash_uniform(F.col(hash_col))
     keep = F.lit(False)
     for seg, n in sorted(counts.items()):
         if n > 0:
