@@ -1,5 +1,8 @@
 # Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
-# Both create .venv (Python 3.11) and install the pinned versions of constraints.txt.
+# Both create .venv (Python 3.11) and install the pinned versions of constraints.txt
+# (pyspark comes from the `spark` extra: on Databricks the runtime provides it).
+# `make test-compat` runs the tests again in .venv-compat, with Spark 3.5 and the
+# numpy / pandas / pyarrow it supports (constraints-compat.txt).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,11 +10,11 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv demo test bench bench-quality bench-modes bench-prep clean
+.PHONY: venv venv-compat demo test test-compat bench bench-quality bench-modes bench-prep clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[spark,dev]"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -21,6 +24,24 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+COMPAT_VENV := .venv-compat
+COMPAT_PY := $(COMPAT_VENV)/bin/python
+# The whole suite: every layer (io, features, clustering, models, training,
+# scoring, pipeline, CLI) has to work on Spark 3.5 as well.
+COMPAT_TESTS ?= tests
+
+$(COMPAT_VENV)/.installed: pyproject.toml constraints-compat.txt
+	test -x $(COMPAT_PY) || $(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_PY) -m pip install --quiet --disable-pip-version-check -c constraints-compat.txt -e ".[spark,dev]"
+	touch $@
+
+venv-compat: $(COMPAT_VENV)/.installed
+
+test-compat: export PYSPARK_PYTHON := $(abspath $(COMPAT_PY))
+test-compat: export PYSPARK_DRIVER_PYTHON := $(abspath $(COMPAT_PY))
+test-compat: venv-compat
+	$(COMPAT_PY) -m pytest $(COMPAT_TESTS) $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) benchmarks/scoring_throughput.py $(BENCH_ARGS)

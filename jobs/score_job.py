@@ -1,9 +1,12 @@
 """spark-submit entry point for batch scoring.
 
+    spark-submit jobs/score_job.py --config conf/score.yaml
+    spark-submit jobs/score_job.py --config conf/score.yaml --from 2024-04-01 --to 2024-04-30
     spark-submit jobs/score_job.py --model-dir /models/segae --input /data/transactions \
-        --output /data/scored --mode append
+        --output /data/scored --since-last
 
-Takes the same options as ``segae-spark score``; the Spark settings come from
+Takes the same options and config as ``segae-spark score`` (a command-line
+option overrides the config's key); the Spark settings come from
 spark-submit, which this job never overrides.
 """
 

@@ -3,7 +3,8 @@
     spark-submit jobs/train_job.py --input /data/transactions --model-dir /models/segae \
         --label-col is_fraud --config conf/train.yaml
 
-Takes the same options as ``segae-spark train``; the Spark settings come from
+Takes the same options as ``segae-spark train`` (the paths may instead come
+from the ``train:`` section of the config); the Spark settings come from
 spark-submit, which this job never overrides.
 """
 

@@ -5,8 +5,19 @@ path pay only for what it needs (and never for TensorFlow).
 """
 
 from importlib import import_module
+from importlib.util import find_spec
 
 __version__ = "0.1.0"
+
+# pyspark is an extra: Databricks and managed clusters bring their own, which
+# installing the wheel must not replace. (segae_spark.compat refuses a pyspark
+# older than 3.5.)
+if find_spec("pyspark") is None:
+    raise ImportError(
+        "segae-spark needs pyspark (3.5 or 4.0), and this Python environment has none: "
+        'install it with `pip install "segae-spark[spark]"`, or run where a Spark runtime '
+        "provides it (Databricks, spark-submit)"
+    )
 
 _EXPORTS = {
     "SegmentAE": "segae_spark.pipeline",

@@ -35,10 +35,10 @@ from importlib import metadata as importlib_metadata
 import numpy as np
 from pyarrow import fs as pafs
 from pyspark.ml import PipelineModel
-from pyspark.ml.util import DefaultParamsWriter
 
 from segae_spark import __version__
 from segae_spark.clustering import load_segmenter
+from segae_spark.compat import save_params_metadata
 from segae_spark.errors import ArtifactError
 from segae_spark.features.schema import FeatureSpec
 from segae_spark.training.segments import TrainedModel
@@ -99,7 +99,7 @@ def write_artifact(path: str, model, spark) -> None:
     info = filesystem.get_file_info(root)
     if info.type != pafs.FileType.NotFound and filesystem.get_file_info(f"{root}/{MANIFEST}").type != pafs.FileType.NotFound:
         raise ArtifactError(f"{path} already holds a model; use model.write().overwrite().save(path) to replace it")
-    DefaultParamsWriter.saveMetadata(model, path, spark)
+    save_params_metadata(model, path, spark)
     artifact.preprocessing.write().overwrite().save(f"{path}/preprocessing")
     artifact.segmenter.write().overwrite().save(f"{path}/segmenter")
     filesystem.create_dir(f"{root}/models", recursive=True)

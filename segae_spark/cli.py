@@ -64,45 +64,70 @@ def _train(spark, input_path: str, config: dict, label_col: str | None):
     return SegmentAE(**params).fit(read_table(spark, input_path))
 
 
+def _options(args, config: dict, section: str, names: tuple[str, ...], required: tuple[str, ...]) -> dict:
+    """Each option from the command line, else from the config's ``section``; the required ones must be set."""
+    from segae_spark.errors import ConfigError
+
+    values = {}
+    for name in names:
+        value = getattr(args, name)
+        unset = value is None or value is False  # a flag left off may come from the config
+        values[name] = (config.get(section) or {}).get(name, value) if unset else value
+    missing = [n for n in required if values[n] is None]
+    if missing:
+        flags = ", ".join("--" + n.replace("_", "-") for n in missing)
+        raise ConfigError(f"{args.command} needs {flags} (or {', '.join(f'{section}.{n}' for n in missing)} in --config)")
+    return values
+
+
 def cmd_train(args) -> int:
     from segae_spark.config import load_config
 
     config = load_config(args.config)
+    opts = _options(args, config, "train", ("input", "model_dir", "overwrite"), ("input", "model_dir"))
     spark = _session(args, config)
-    model = _train(spark, args.input, config, args.label_col)
+    model = _train(spark, opts["input"], config, args.label_col)
     writer = model.write()
-    if args.overwrite:
+    if opts["overwrite"]:
         writer = writer.overwrite()
-    writer.save(args.model_dir)
-    print(f"model {model.model_id} saved to {args.model_dir}")
+    writer.save(opts["model_dir"])
+    print(f"model {model.model_id} saved to {opts['model_dir']}")
     _print_segments(model.segment_summary())
     return 0
 
 
-def _score_and_write(model, df, output: str, mode: str, partition_by: list[str] | None):
-    from segae_spark.io import write_table
-
-    scored = model.transform(df)
-    return write_table(
-        scored,
-        output,
-        mode=mode,
-        partition_by=partition_by,
-        commit_metadata={"segae_spark.model_id": model.model_id},
-    )
+_SCORE_OPTIONS = (
+    "model_dir", "input", "output", "mode", "partition_by", "date_col", "from_date", "to_date", "chunk",
+    "replace_where", "since_last", "since_version", "threshold_ratio",
+)  # fmt: skip
 
 
 def cmd_score(args) -> int:
-    from segae_spark.io import read_table
+    from segae_spark.batch_scoring import score_table
+    from segae_spark.config import load_config
 
-    spark = _session(args, {})
-    model = _load_model(args.model_dir)
-    if args.threshold_ratio is not None:
-        model.setThresholdRatio(args.threshold_ratio)
-    df = read_table(spark, args.input)
-    partition_by = [args.partition_by] if args.partition_by else None
-    result = _score_and_write(model, df, args.output, args.mode, partition_by)
-    print(f"scored {args.input} with model {model.model_id} -> {args.output} (Delta version {result.version}, {result.files} files)")
+    config = load_config(args.config)
+    section = dict(config.get("score") or {})
+    # "from" / "to" are Python keywords, hence the attribute names of their flags.
+    section.update({"from_date": section.pop("from", None), "to_date": section.pop("to", None)})
+    opts = _options(args, {"score": section}, "score", _SCORE_OPTIONS, ("model_dir", "input", "output"))
+    spark = _session(args, config)
+    model = _load_model(opts["model_dir"])
+    if opts["threshold_ratio"] is not None:
+        model.setThresholdRatio(opts["threshold_ratio"])
+    run = score_table(
+        model, spark, opts["input"], opts["output"],
+        mode=opts["mode"],
+        partition_by=[opts["partition_by"]] if opts["partition_by"] else None,
+        date_col=opts["date_col"],
+        start=opts["from_date"],
+        end=opts["to_date"],
+        chunk=opts["chunk"],
+        replace=opts["replace_where"],
+        since_last=opts["since_last"],
+        since_version=opts["since_version"],
+    )  # fmt: skip
+    print(run.render())
     return 0
 
 
@@ -172,19 +197,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("train", parents=[common], help="fit a SegmentAE model and save it")
-    p.add_argument("--input", required=True, help="Delta directory, Parquet or CSV")
-    p.add_argument("--model-dir", required=True)
+    p.add_argument("--input", help="Delta directory, Parquet or CSV (or train.input in --config)")
+    p.add_argument("--model-dir", help="where the model goes (or train.model_dir in --config)")
     p.add_argument("--label-col", help="0/1 label; only label==0 rows train")
     p.add_argument("--config", help="YAML config (see conf/train.yaml)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("score", parents=[common], help="score a table and write it as Delta")
-    p.add_argument("--model-dir", required=True)
-    p.add_argument("--input", required=True)
-    p.add_argument("--output", required=True, help="Delta table path")
-    p.add_argument("--mode", choices=["error", "append", "overwrite"], default="error")
-    p.add_argument("--partition-by", help="partition column of a new output table, e.g. event_date")
+    p = sub.add_parser(
+        "score", parents=[common], help="score a table into a Delta table: whole, a date range chunk by chunk, or what is new",
+        description="Each option may instead come from the score: section of --config (see conf/score.yaml).",
+    )  # fmt: skip
+    p.add_argument("--config", help="YAML config with a score: section (see conf/score.yaml)")
+    p.add_argument("--model-dir")
+    p.add_argument("--input", help="Delta directory, Parquet or CSV")
+    p.add_argument("--output", help="Delta table path")
+    p.add_argument(
+        "--mode", choices=["error", "append", "overwrite"], default=None,
+        help="whole-table runs: error (default), append or overwrite; date-range and --since-last runs append",
+    )  # fmt: skip
+    p.add_argument("--partition-by", help="partition column of a new output table (date-range runs: the date column)")
+    p.add_argument("--date-col", help="date column for --from/--to (default: the model's date column)")
+    p.add_argument("--from", dest="from_date", metavar="DATE", help="first date to score, YYYY-MM-DD")
+    p.add_argument("--to", dest="to_date", metavar="DATE", help="last date to score (inclusive), YYYY-MM-DD")
+    p.add_argument(
+        "--chunk", choices=["day", "week", "month", "year"],
+        help="commit the date range in these calendar chunks; a rerun skips the chunks already committed",
+    )  # fmt: skip
+    p.add_argument(
+        "--replace-where", action="store_true",
+        help="replace the output's rows in the date range (re-scoring) instead of appending",
+    )  # fmt: skip
+    p.add_argument("--since-last", action="store_true", help="score only the rows the Delta input gained since the last --since-last run")
+    p.add_argument("--since-version", type=int, help="with --since-last: start after this input version (first run into an existing output)")
     p.add_argument("--threshold-ratio", type=float, default=None, help="override the model's threshold ratio")
     p.set_defaults(func=cmd_score)
 

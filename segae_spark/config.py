@@ -7,6 +7,7 @@ of the wrong type is a ConfigError naming the dotted key and what was expected.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Mapping
 
 import yaml
@@ -32,6 +33,24 @@ SCHEMA: dict[str, Any] = {
     "training": {"mode": str, "backend": str, "max_rows_per_segment": int, "min_rows_per_segment": int},
     "threshold": {"method": str, "metric": str, "ratio": (int, float), "quantile": float, "contamination": float},
     "spark": dict,
+    # Paths and options of the train and score commands (`segae-spark train|score
+    # --config`, jobs/*.py); a command-line option overrides the same key here.
+    "train": {"input": str, "model_dir": str, "overwrite": bool},
+    "score": {
+        "model_dir": str,
+        "input": str,
+        "output": str,
+        "mode": str,
+        "partition_by": str,
+        "date_col": str,
+        "from": (str, dt.date),
+        "to": (str, dt.date),
+        "chunk": str,
+        "replace_where": bool,
+        "since_last": bool,
+        "since_version": int,
+        "threshold_ratio": (int, float),
+    },
 }
 
 # dotted config key -> SegmentAE Param name
@@ -66,10 +85,12 @@ PARAM_NAMES = {
 }
 
 
+_TYPE_NAMES = {dict: "mapping", dt.date: "date (YYYY-MM-DD)"}
+
+
 def _type_name(expected) -> str:
-    if isinstance(expected, tuple):
-        return " or ".join(t.__name__ if isinstance(t, type) else repr(t) for t in expected)
-    return "mapping" if expected is dict else expected.__name__
+    options = expected if isinstance(expected, tuple) else (expected,)
+    return " or ".join(_TYPE_NAMES.get(t, t.__name__) if isinstance(t, type) else repr(t) for t in options)
 
 
 def _matches(item: Any, expected) -> bool:

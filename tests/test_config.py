@@ -32,6 +32,9 @@ def test_preprocessing_keys_map_to_params():
         ({"clustering": {"n_clusters": "four"}}, "clustering.n_clusters"),
         ({"seed": True}, "seed"),
         ({"features": []}, "features must be a mapping"),
+        ({"score": {"from": 20240101}}, "'score.from' must be a str or date"),
+        ({"score": {"replace_where": "yes"}}, "'score.replace_where' must be a bool"),
+        ({"score": {"outptu": "x"}}, "unknown config key 'score.outptu'"),
     ],
 )
 def test_bad_configs_name_the_key(config, message):

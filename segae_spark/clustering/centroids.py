@@ -17,10 +17,11 @@ from pyspark.errors import AnalysisException
 from pyspark.ml import Model
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.param.shared import HasFeaturesCol, HasPredictionCol
-from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
+from pyspark.ml.util import DefaultParamsReader, MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from segae_spark.compat import save_params_metadata
 from segae_spark.errors import ArtifactError, NotFittedError
 
 _DATA_SCHEMA = "cluster INT, center ARRAY<DOUBLE>"
@@ -98,11 +99,11 @@ class _CentroidSegmenterWriter(MLWriter):
 
     def saveImpl(self, path: str) -> None:
         centers = self.instance._centers()
-        DefaultParamsWriter.saveMetadata(
+        save_params_metadata(
             self.instance,
             path,
             self.sparkSession,
-            extraMetadata={"numClusters": int(centers.shape[0]), "numFeatures": int(centers.shape[1])},
+            extra={"numClusters": int(centers.shape[0]), "numFeatures": int(centers.shape[1])},
         )
         rows = [(i, [float(v) for v in center]) for i, center in enumerate(centers)]
         self.sparkSession.createDataFrame(rows, _DATA_SCHEMA).coalesce(1).write.parquet(f"{path}/data")

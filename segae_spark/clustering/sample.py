@@ -16,6 +16,8 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from segae_spark.compat import to_arrow
+
 SAMPLE_KEY = "__segae_sample_key"
 _VALUES = "__segae_sample_values"
 _KEY_RANGE = 2**53
@@ -41,9 +43,9 @@ def hash_sample(df: DataFrame, features_col: str, max_rows: int, seed: int) -> D
 
 def sample_matrix(sample: DataFrame, features_col: str) -> np.ndarray:
     """The rows of a :func:`hash_sample` as a float64 matrix, in key order (what makes fits repeatable)."""
-    table = sample.select(
-        SAMPLE_KEY, vector_to_array(F.col(features_col), "float64").alias(_VALUES)
-    ).toArrow()  # small: a hash_sample holds at most its max_rows rows
+    table = to_arrow(  # small: a hash_sample holds at most its max_rows rows
+        sample.select(SAMPLE_KEY, vector_to_array(F.col(features_col), "float64").alias(_VALUES))
+    )
     matrix = _vector_matrix(table.column(_VALUES), table.num_rows)
     order = np.lexsort((*matrix.T[::-1], table.column(SAMPLE_KEY).to_numpy()))
     return matrix[order]

@@ -29,12 +29,13 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
+from segae_spark.compat import try_cast_column
 from segae_spark.errors import ConfigError, SchemaError
 from segae_spark.features.schema import column
 
 
 def _as_double(name: str) -> Column:
-    return column(name).try_cast("double")
+    return try_cast_column(name, "double")
 
 
 class _FeatureCasterParams(Params):

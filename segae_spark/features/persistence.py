@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
+from pyspark.ml.util import DefaultParamsReader, MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import SparkSession
+
+from segae_spark.compat import load_params_metadata, save_params_metadata
 
 
 class _StageWriter(MLWriter):
@@ -23,7 +25,7 @@ class _StageWriter(MLWriter):
 
     def saveImpl(self, path: str) -> None:
         state = self.instance._write_state(path, self.sparkSession)
-        DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession, extraMetadata={"state": state})
+        save_params_metadata(self.instance, path, self.sparkSession, extra={"state": state})
 
 
 class _StageReader(MLReader):
@@ -33,7 +35,7 @@ class _StageReader(MLReader):
 
     def load(self, path: str) -> "PersistentStage":
         expected = f"{self.cls.__module__}.{self.cls.__name__}"
-        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession, expectedClassName=expected)
+        metadata = load_params_metadata(path, self.sparkSession, expected)
         instance = self.cls()
         instance._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(instance, metadata)

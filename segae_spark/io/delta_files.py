@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StructType
 
+from segae_spark.compat import cast_batch
 from segae_spark.io import paths
 
 # What each task yields per written file; `mapInArrow` needs it as DDL.
@@ -48,7 +49,10 @@ _METADATA_ARROW = pa.schema(
 HIVE_DEFAULT_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 STATS_NUM_INDEXED_COLS = 32  # Delta's default delta.dataSkippingNumIndexedCols
 STRING_STATS_PREFIX = 32  # Delta-Spark truncates string statistics to 32 characters too
-ROW_GROUP_BYTES = 64 * 1024 * 1024  # Spark hands us ~10k-row batches; buffer them into real row groups
+# Spark hands us ~10k-row batches; a task buffers up to this many bytes (over all
+# its open files) into real row groups, so a task writing into many partitions
+# holds at most this much, however many rows it writes.
+TASK_BUFFER_BYTES = 64 * 1024 * 1024
 
 # Spark's ExternalCatalogUtils.escapePathName set: what Hive-style directory names escape.
 _ESCAPED = set(chr(c) for c in range(0x01, 0x20)) | set("\"#%'*/:=?\\\x7f{[]^")
@@ -94,17 +98,23 @@ class _TaskFiles:
             f.name for f in list(self.file_schema)[:STATS_NUM_INDEXED_COLS] if _is_primitive(f.type)
         ]
         self.open: dict[tuple, _OpenFile] = {}
+        self.buffered_bytes = 0
 
     def write(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
             return
         # Spark labels timestamps with the session time zone; the files store UTC.
-        batch = batch.cast(self.schema)
+        batch = cast_batch(batch, self.schema)
         for key, rows in _split_by_partition(batch, self.partition_by):
             handle = self.open.get(key)
             if handle is None:
                 handle = self.open[key] = self._open_file(key)
             handle.write(rows.select(self.file_schema.names))
+            self.buffered_bytes += rows.nbytes
+        if self.buffered_bytes >= TASK_BUFFER_BYTES:
+            for handle in self.open.values():
+                handle.flush()
+            self.buffered_bytes = 0
 
     def _open_file(self, key: tuple) -> _OpenFile:
         values = {name: partition_value_string(v) for name, v in zip(self.partition_by, key)}
@@ -134,23 +144,19 @@ class _OpenFile:
             self.full_path, task.file_schema, filesystem=task.fs, compression=task.compression
         )
         self.buffer: list[pa.RecordBatch] = []
-        self.buffered_bytes = 0
         self.stats = _Stats(task.stats_columns)
 
     def write(self, batch: pa.RecordBatch) -> None:
         self.stats.update(batch)
         self.buffer.append(batch)
-        self.buffered_bytes += batch.nbytes
-        if self.buffered_bytes >= ROW_GROUP_BYTES:
-            self._flush()
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         if self.buffer:
             self.writer.write_table(pa.Table.from_batches(self.buffer, schema=self.task.file_schema))
-        self.buffer, self.buffered_bytes = [], 0
+        self.buffer = []
 
     def close(self) -> dict[str, Any]:
-        self._flush()
+        self.flush()
         self.writer.close()
         size = self.task.fs.get_file_info(self.full_path).size
         return {

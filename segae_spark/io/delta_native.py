@@ -13,7 +13,7 @@ import json
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 
-from segae_spark.io.delta_rs import Committed
+from segae_spark.io.delta_rs import Committed, DateRange
 
 _SPARK_MODES = {"append": "append", "overwrite": "overwrite", "error": "errorifexists"}
 
@@ -32,6 +32,7 @@ def write(
     partition_by: list[str] | None,
     txn: tuple[str, int] | None,
     commit_metadata: dict[str, str] | None,
+    replace_where: DateRange | None = None,
 ) -> Committed:
     spark = df.sparkSession
     before = _last_commit(spark, path)
@@ -40,6 +41,10 @@ def write(
         writer = writer.partitionBy(*partition_by)
     if txn is not None:
         writer = writer.option("txnAppId", txn[0]).option("txnVersion", int(txn[1]))
+    if replace_where is not None:
+        column = "`" + replace_where.column.replace("`", "``") + "`"
+        condition = f"{column} >= '{replace_where.low.isoformat()}' AND {column} < '{replace_where.high.isoformat()}'"
+        writer = writer.option("replaceWhere", condition)
     if commit_metadata:
         writer = writer.option("userMetadata", json.dumps(commit_metadata, sort_keys=True))
     writer.save(path)

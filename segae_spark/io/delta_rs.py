@@ -17,6 +17,7 @@ the table at its previous version. An application transaction id
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import time
@@ -42,6 +43,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StructType
 
+from segae_spark.compat import arrow_to_dataframe
 from segae_spark.errors import CommitConflictError, ConfigError, SchemaError, SegaeError, TableNotFoundError
 from segae_spark.io import delta_files, schemas
 from segae_spark.io.paths import TablePath
@@ -107,8 +109,21 @@ def table_spark_schema(dt: DeltaTable) -> StructType:
 # ----------------------------------------------------------------------------- read
 
 
-def read(spark: SparkSession, table: TablePath, version: int | None = None) -> DataFrame:
-    """The snapshot's rows as a DataFrame, columns in the Delta schema's order."""
+def read(
+    spark: SparkSession,
+    table: TablePath,
+    version: int | None = None,
+    date_range: DateRange | None = None,
+    added_since: int | None = None,
+) -> DataFrame:
+    """The snapshot's rows as a DataFrame, columns in the Delta schema's order.
+
+    ``date_range`` skips the files whose partition value or min/max statistics
+    lie wholly outside it (the caller still filters rows: a kept file may hold
+    some outside it). ``added_since`` reads only the files added after that
+    version, i.e. the rows appended since; it refuses a table that removed or
+    rewrote files meanwhile, whose "new" files would repeat old rows.
+    """
     dt = open_table(table, version)
     if dt is None:
         raise TableNotFoundError(f"{table.path} is not a Delta table (no _delta_log)")
@@ -116,6 +131,10 @@ def read(spark: SparkSession, table: TablePath, version: int | None = None) -> D
     schema = table_spark_schema(dt)
     partition_columns = list(dt.metadata().partition_columns)
     actions = pa.table(dt.get_add_actions(flatten=True))
+    if added_since is not None:
+        actions = _added_since(table, dt, actions, added_since)
+    if date_range is not None:
+        actions = actions.filter(pa.array(_overlapping(actions, date_range, date_range.column in partition_columns)))
     if actions.num_rows == 0:
         return spark.createDataFrame([], schema)
     files = [_absolute_file(table, p) for p in actions.column("path").to_pylist()]
@@ -136,7 +155,7 @@ def read(spark: SparkSession, table: TablePath, version: int | None = None) -> D
     frames = []
     for indices in batches:
         part = values.take(pa.array(indices, pa.int64()))
-        lookup = spark.createDataFrame(part)
+        lookup = arrow_to_dataframe(spark, part)
         data = _read_parquet(spark, data_schema, [files[i] for i in indices]).withColumn(
             _FILE_COLUMN, F.col("_metadata.file_name")
         )
@@ -145,6 +164,72 @@ def read(spark: SparkSession, table: TablePath, version: int | None = None) -> D
     for frame in frames[1:]:
         result = result.unionByName(frame)
     return result
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """Rows with ``low <= column < high``; the bounds are dates."""
+
+    column: str
+    low: datetime.date
+    high: datetime.date
+
+
+def _overlapping(actions: pa.Table, rng: DateRange, partitioned: bool) -> list[bool]:
+    """Per file: may it hold rows in ``rng``? From its partition value, else its min/max statistics."""
+    if partitioned:
+        lows = highs = _column_or_nulls(actions, f"partition.{rng.column}")
+    else:
+        lows = _column_or_nulls(actions, f"min.{rng.column}")
+        highs = _column_or_nulls(actions, f"max.{rng.column}")
+    # Timestamps are compared by their UTC date, one day wider on each side,
+    # so a session time zone can never make a needed file look out of range.
+    slack = datetime.timedelta(days=1)
+    keep = []
+    for low, high in zip(lows, highs):
+        if low is None or high is None:
+            keep.append(True)
+            continue
+        low_day, low_slack = _as_date(low, slack)
+        high_day, high_slack = _as_date(high, slack)
+        keep.append(low_day is None or high_day is None or (high_day + high_slack >= rng.low and low_day - low_slack < rng.high))
+    return keep
+
+
+def _column_or_nulls(actions: pa.Table, name: str) -> list:
+    if name not in actions.column_names:
+        return [None] * actions.num_rows
+    return actions.column(name).to_pylist()
+
+
+def _as_date(value, slack: datetime.timedelta) -> tuple[datetime.date | None, datetime.timedelta]:
+    """A statistic as a date (None when it is not date-like) and the slack it needs."""
+    if isinstance(value, datetime.datetime):
+        return value.date(), slack
+    if isinstance(value, datetime.date):
+        return value, datetime.timedelta(0)
+    if isinstance(value, str):
+        try:
+            return datetime.date.fromisoformat(value[:10]), datetime.timedelta(0)
+        except ValueError:
+            return None, datetime.timedelta(0)
+    return None, datetime.timedelta(0)
+
+
+def _added_since(table: TablePath, dt: DeltaTable, actions: pa.Table, since: int) -> pa.Table:
+    if since > dt.version():
+        raise ConfigError(f"version {since} of {table.path} is newer than its latest version {dt.version()}")
+    before = open_table(table, since)
+    old = set(pa.table(before.get_add_actions(flatten=True)).column("path").to_pylist())
+    paths = actions.column("path").to_pylist()
+    gone = old - set(paths)
+    if gone:
+        raise SegaeError(
+            f"{table.path} removed or rewrote {len(gone)} data file(s) between version {since} and "
+            f"{dt.version()} (an overwrite, DELETE, MERGE or OPTIMIZE), so the rows added since {since} "
+            "cannot be told apart; re-score the affected dates with --from/--to --replace-where instead"
+        )
+    return actions.filter(pa.array([p not in old for p in paths]))
 
 
 def _read_parquet(spark: SparkSession, schema: StructType, files: list[str]) -> DataFrame:
@@ -216,7 +301,11 @@ def _check_readable(dt: DeltaTable, table: TablePath) -> None:
 
 
 def prepare_write(
-    df: DataFrame, table: TablePath, mode: str, partition_by: list[str] | None
+    df: DataFrame,
+    table: TablePath,
+    mode: str,
+    partition_by: list[str] | None,
+    replace_where: DateRange | None = None,
 ) -> tuple[DataFrame, DeltaTable | None, list[str]]:
     """Validate a write against the existing table; return the DataFrame in table order.
 
@@ -227,6 +316,7 @@ def prepare_write(
     if dt is None:
         partition_by = list(partition_by or [])
         schemas.check_partition_columns(df.schema, partition_by)
+        _check_replace_partitioning(replace_where, partition_by, table)
         return df, None, partition_by
     _check_writable(dt, table)
     table_partitions = list(dt.metadata().partition_columns)
@@ -237,7 +327,8 @@ def prepare_write(
             f"{table.path}; a table's partitioning cannot change (write to a new path instead)"
         )
     schemas.check_partition_columns(df.schema, table_partitions)
-    if mode == "append":
+    _check_replace_partitioning(replace_where, table_partitions, table)
+    if mode == "append" or replace_where is not None:
         table_schema = table_spark_schema(dt)
         differences = schemas.schema_differences(table_schema, df.schema)
         if differences:
@@ -249,11 +340,42 @@ def prepare_write(
     return df, dt, table_partitions
 
 
-def already_committed(dt: DeltaTable | None, txn: tuple[str, int] | None) -> bool:
-    if dt is None or txn is None:
+def _check_replace_partitioning(replace_where: DateRange | None, partitions: list[str], table: TablePath) -> None:
+    if replace_where is not None and replace_where.column not in partitions:
+        raise SchemaError(
+            f"replacing a date range of {table.path} needs the table partitioned by {replace_where.column!r} "
+            f"(its partition columns: {partitions}); without delta-spark only whole partitions can be replaced"
+        )
+
+
+def _outside(described: list, rng: DateRange) -> list[str]:
+    """Partition values of written files that fall outside ``rng``."""
+    low, high = rng.low.isoformat(), rng.high.isoformat()
+    found = set()
+    for row in described:
+        value = json.loads(row["partition_values"]).get(rng.column)
+        if value is None or not low <= value[:10] < high:
+            found.add(str(value))
+    return sorted(found)
+
+
+def already_committed(dt: DeltaTable | None, txns: list[tuple[str, int]]) -> bool:
+    """True when the table holds every one of ``txns`` (at its version or later).
+
+    A table holding only some of them raises CommitConflictError: another
+    writer committed part of what this write would add, and adding it all
+    again would duplicate that part.
+    """
+    if dt is None or not txns:
         return False
-    committed = dt.transaction_version(txn[0])
-    return committed is not None and committed >= txn[1]
+    committed = {app: dt.transaction_version(app) for app, _ in txns}
+    done = [app for app, version in txns if committed[app] is not None and committed[app] >= version]
+    if done and len(done) < len(txns):
+        raise CommitConflictError(
+            f"{len(done)} of the {len(txns)} application transactions of this write (e.g. {done[0]}) are already "
+            "committed by another writer; nothing was committed, rerun to write only the rest"
+        )
+    return bool(done)
 
 
 def write(
@@ -262,13 +384,18 @@ def write(
     mode: str,
     dt: DeltaTable | None,
     partition_by: list[str],
-    txn: tuple[str, int] | None,
+    txns: list[tuple[str, int]],
     commit_metadata: dict[str, str] | None,
     compression: str = "zstd",
+    replace_where: DateRange | None = None,
 ) -> Committed:
-    """Write ``df`` (already validated by :func:`prepare_write`) and commit once."""
-    if already_committed(dt, txn):
-        logger.info("write to %s skipped: transaction %s version %s is already committed", table.path, *txn)
+    """Write ``df`` (already validated by :func:`prepare_write`) and commit once.
+
+    With ``replace_where`` the commit removes the table's partitions in that
+    range and adds the new files, atomically; rows outside it are refused.
+    """
+    if already_committed(dt, txns):
+        logger.info("write to %s skipped: transaction %s version %s is already committed", table.path, *txns[0])
         return Committed(version=None, skipped=True, files=0, rows=0)
     schema = schemas.as_nullable(df.schema)
     writer = delta_files.make_file_writer(table.path, schema.json(), partition_by, compression)
@@ -290,24 +417,30 @@ def write(
         for row in described
     ]
     rows = sum(r["num_records"] for r in described)
+    if replace_where is not None and _outside(described, replace_where):
+        _log_orphans(table, "rows fell outside the range to replace")
+        raise SchemaError(
+            f"rows to replace {replace_where.column} in [{replace_where.low}, {replace_where.high}) of {table.path} "
+            f"hold {replace_where.column} values outside it: {_outside(described, replace_where)[:5]}"
+        )
     # Other writers may have committed while the job ran: decide on the newest
     # snapshot, so an overwrite replaces everything and a retry racing with
     # its twin still commits once.
     if dt is not None:
         dt.update_incremental()
-        if already_committed(dt, txn):
-            _log_orphans(table, f"transaction {txn[0]} version {txn[1]} was committed by another writer meanwhile")
+        if already_committed(dt, txns):
+            _log_orphans(table, f"transaction {txns[0][0]} version {txns[0][1]} was committed by another writer meanwhile")
             return Committed(version=None, skipped=True, files=0, rows=0)
-        if mode == "append" and schemas.schema_differences(table_spark_schema(dt), schema):
+        if (mode == "append" or replace_where is not None) and schemas.schema_differences(table_spark_schema(dt), schema):
             _log_orphans(table, "the table schema changed meanwhile")
             raise CommitConflictError(
                 f"the schema of {table.path} changed while this append ran; nothing was committed"
             )
     try:
-        version = _commit(table, dt, mode, actions, schema, partition_by, txn, commit_metadata)
+        version = _commit(table, dt, mode, actions, schema, partition_by, txns, commit_metadata, replace_where)
     except CommitConflictError:
         _log_orphans(table, "the commit conflicted")
-        if txn is not None and already_committed(open_table(table), txn):
+        if already_committed(open_table(table), txns):
             return Committed(version=None, skipped=True, files=0, rows=0)
         raise
     return Committed(version=version, skipped=False, files=len(actions), rows=rows)
@@ -330,8 +463,9 @@ def _commit(
     actions: list[AddAction],
     schema: StructType,
     partition_by: list[str],
-    txn: tuple[str, int] | None,
+    txns: list[tuple[str, int]],
     commit_metadata: dict[str, str] | None,
+    replace_where: DateRange | None = None,
 ) -> int:
     """One Delta commit of ``actions``; returns its version."""
     # The write id finds our commit's version even if other writers commit
@@ -339,7 +473,7 @@ def _commit(
     write_id = str(uuid.uuid4())
     properties = CommitProperties(
         custom_metadata={**(commit_metadata or {}), "segaeWriteId": write_id},
-        app_transactions=[Transaction(txn[0], int(txn[1]))] if txn else None,
+        app_transactions=[Transaction(app, int(version)) for app, version in txns] or None,
     )
     delta_schema = DeltaSchema.from_json(schema.json())
     try:
@@ -350,9 +484,10 @@ def _commit(
         else:
             dt.create_write_transaction(
                 actions,
-                "overwrite" if mode == "overwrite" else "append",
+                "overwrite" if mode == "overwrite" or replace_where is not None else "append",
                 delta_schema,
                 partition_by,
+                partition_filters=_partition_filters(replace_where),
                 commit_properties=properties,
             )
     except CommitFailedError as exc:
@@ -368,6 +503,13 @@ def _commit(
             ) from exc
         raise
     return _find_commit_version(table, write_id)
+
+
+def _partition_filters(replace_where: DateRange | None) -> list[tuple[str, str, str]] | None:
+    if replace_where is None:
+        return None
+    column = replace_where.column
+    return [(column, ">=", replace_where.low.isoformat()), (column, "<", replace_where.high.isoformat())]
 
 
 def _find_commit_version(table: TablePath, write_id: str) -> int:

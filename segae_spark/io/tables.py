@@ -15,9 +15,12 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import DateType, StringType, TimestampNTZType, TimestampType
 
-from segae_spark.errors import ConfigError, TableExistsError, TableNotFoundError
+from segae_spark.errors import ConfigError, SchemaError, TableExistsError, TableNotFoundError
 from segae_spark.io import delta_native, delta_rs, schemas
+from segae_spark.io.delta_rs import DateRange
 from segae_spark.io.paths import TablePath, check_format, detect_format, exists, is_delta_table, resolve
 from segae_spark.session import has_native_delta
 
@@ -45,15 +48,32 @@ class WriteResult:
     rows: int | None
 
 
-def read_table(spark: SparkSession, path: str, format: str | None = None, version: int | None = None) -> DataFrame:
+def read_table(
+    spark: SparkSession,
+    path: str,
+    format: str | None = None,
+    version: int | None = None,
+    date_range: DateRange | None = None,
+    added_since: int | None = None,
+) -> DataFrame:
     """Read a Delta, Parquet or CSV table; ``format=None`` detects it from the files.
 
     ``version`` (Delta only) reads an older snapshot (time travel). CSV is read
-    with a header row and inferred column types.
+    with a header row and inferred column types. ``date_range`` keeps the rows
+    with ``low <= column < high`` (a date, timestamp or ISO-date string column),
+    skipping Delta files that cannot hold any. ``added_since`` (Delta only)
+    keeps the rows of files added after that version: what an append-only
+    table gained since.
     """
     fmt = check_format(format)
-    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 0):
-        raise ConfigError(f"version must be a non-negative integer, got {version!r}")
+    for name, value in (("version", version), ("added_since", added_since)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+    df = _read(spark, path, fmt, version, date_range, added_since)
+    return df if date_range is None else _rows_in_range(df, date_range, path)
+
+
+def _read(spark, path, fmt, version, date_range, added_since) -> DataFrame:
     native = has_native_delta(spark)
     table = _resolve(path, lenient=native and fmt is not None)
     if table is not None:
@@ -61,15 +81,18 @@ def read_table(spark: SparkSession, path: str, format: str | None = None, versio
             fmt = detect_format(table)
         elif not exists(table):
             raise TableNotFoundError(f"no table at {table.path}: the path does not exist")
-    if version is not None and fmt != "delta":
-        raise ConfigError(f"version= is only valid for Delta tables; {path} is read as {fmt}")
+    for name, value in (("version", version), ("added_since", added_since)):
+        if value is not None and fmt != "delta":
+            raise ConfigError(f"{name}= is only valid for Delta tables; {path} is read as {fmt}")
     location = table.path if table is not None else path
     if fmt == "delta":
         if table is not None and not is_delta_table(table):
             raise TableNotFoundError(f"{table.path} is not a Delta table (no _delta_log directory)")
-        if native:
+        if native and added_since is None:
             return delta_native.read(spark, location, version)
-        return delta_rs.read(spark, table, version)
+        if table is None:
+            raise ConfigError(f"added_since= reads the Delta log with delta-rs, which cannot open {path}")
+        return delta_rs.read(spark, table, version, date_range, added_since)
     if table is not None and is_delta_table(table):
         # Its directory also holds files that older versions removed.
         raise ConfigError(f"{table.path} is a Delta table; read it with format='delta' (or None), not {fmt!r}")
@@ -78,21 +101,49 @@ def read_table(spark: SparkSession, path: str, format: str | None = None, versio
     return spark.read.option("header", "true").option("inferSchema", "true").csv(location)
 
 
+def _rows_in_range(df: DataFrame, rng: DateRange, path: str) -> DataFrame:
+    """``low <= column < high``, compared in the column's own type."""
+    if rng.column not in df.columns:
+        raise SchemaError(f"date column {rng.column!r} is not in {path}; columns: {df.columns}")
+    kind = df.schema[rng.column].dataType
+    column = F.col(rng.column)
+    if isinstance(kind, DateType):
+        low, high = F.lit(rng.low), F.lit(rng.high)
+    elif isinstance(kind, (TimestampType, TimestampNTZType)):
+        low, high = F.lit(rng.low).cast(kind), F.lit(rng.high).cast(kind)
+    elif isinstance(kind, StringType):  # ISO dates sort as strings; a timestamp string's date is its first 10 chars
+        column = F.substring(column, 1, 10)
+        low, high = F.lit(rng.low.isoformat()), F.lit(rng.high.isoformat())
+    else:
+        raise SchemaError(
+            f"date column {rng.column!r} of {path} is {kind.simpleString()}; expected date, timestamp or an ISO-date string"
+        )
+    return df.filter((column >= low) & (column < high))
+
+
 def write_table(
     df: DataFrame,
     path: str,
     mode: str = "error",
     partition_by: list[str] | None = None,
-    txn: tuple[str, int] | None = None,
+    txn: tuple[str, int] | list[tuple[str, int]] | None = None,
     format: str = "delta",
     commit_metadata: dict[str, str] | None = None,
+    replace_where: DateRange | None = None,
 ) -> WriteResult:
     """Write ``df`` to a table; a Delta write is one atomic commit.
 
     ``mode``: "error" (fail if a table exists), "append", or "overwrite".
+    ``replace_where`` (Delta, with mode="overwrite") replaces only the rows in
+    that date range, e.g. to re-score a month: without delta-spark the table
+    must be partitioned by the range's column, and every row written must lie
+    in the range.
     ``txn=(app_id, version)`` makes a Delta write idempotent: when the table
     already holds that app's transaction at ``version`` or later the write is
-    skipped, so a retried job never duplicates rows. ``commit_metadata`` is
+    skipped, so a retried job never duplicates rows. Without delta-spark it
+    may be a list of such pairs, all recorded by the one commit (a backfill
+    chunk records one per day): the write is skipped when all of them are
+    committed, and refused when only some are. ``commit_metadata`` is
     stored in the Delta commit info.
     """
     start = time.perf_counter()
@@ -102,10 +153,12 @@ def write_table(
     if mode not in WRITE_MODES:
         raise ConfigError(f"mode must be one of {', '.join(WRITE_MODES)}, got {mode!r}")
     partition_by = _check_partition_by(partition_by)
-    _check_txn(txn)
+    txns = _check_txn(txn)
     _check_commit_metadata(commit_metadata)
-    if fmt != "delta" and (txn is not None or commit_metadata):
-        raise ConfigError(f"txn and commit_metadata need a Delta table; format is {fmt}")
+    if fmt != "delta" and (txn is not None or commit_metadata or replace_where is not None):
+        raise ConfigError(f"txn, commit_metadata and replace_where need a Delta table; format is {fmt}")
+    if replace_where is not None and mode != "overwrite":
+        raise ConfigError(f"replace_where overwrites a range of the table: use mode='overwrite', not {mode!r}")
 
     spark = df.sparkSession
     if fmt == "delta" and has_native_delta(spark):
@@ -113,14 +166,16 @@ def write_table(
             schemas.check_partition_columns(df.schema, partition_by)
         table = _resolve(path, lenient=True)
         location = table.path if table is not None else path
-        done = delta_native.write(df, location, mode, partition_by, txn, commit_metadata)
+        if len(txns) > 1:
+            raise ConfigError("delta-spark records one application transaction per write; pass a single txn")
+        done = delta_native.write(df, location, mode, partition_by, txns[0] if txns else None, commit_metadata, replace_where)
         result = WriteResult(location, fmt, done.version, done.skipped, done.files, done.rows)
     elif fmt == "delta":
         table = resolve(path)
         if mode == "error" and is_delta_table(table):
             raise TableExistsError(f"a Delta table already exists at {table.path}; use mode='append' or 'overwrite'")
-        df, dt, partitions = delta_rs.prepare_write(df, table, mode, partition_by)
-        done = delta_rs.write(df, table, mode, dt, partitions, txn, commit_metadata)
+        df, dt, partitions = delta_rs.prepare_write(df, table, mode, partition_by, replace_where)
+        done = delta_rs.write(df, table, mode, dt, partitions, txns, commit_metadata, replace_where=replace_where)
         result = WriteResult(table.path, fmt, done.version, done.skipped, done.files, done.rows)
     else:
         result = _write_files(df, resolve(path), fmt, mode, partition_by)
@@ -209,20 +264,24 @@ def _check_partition_by(partition_by: list[str] | None) -> list[str] | None:
     return list(partition_by)
 
 
-def _check_txn(txn: tuple[str, int] | None) -> None:
+def _check_txn(txn) -> list[tuple[str, int]]:
+    """``txn`` as a list of (app_id, version) pairs; ConfigError when malformed."""
     if txn is None:
-        return
-    valid = (
-        isinstance(txn, (tuple, list))
-        and len(txn) == 2
-        and isinstance(txn[0], str)
-        and txn[0].strip() != ""
-        and isinstance(txn[1], int)
-        and not isinstance(txn[1], bool)
-        and txn[1] >= 0
-    )
-    if not valid:
-        raise ConfigError(f"txn must be (app_id: non-empty str, version: non-negative int), got {txn!r}")
+        return []
+    pairs = txn if isinstance(txn, list) and all(isinstance(t, (tuple, list)) for t in txn) and txn else [txn]
+    for pair in pairs:
+        valid = (
+            isinstance(pair, (tuple, list))
+            and len(pair) == 2
+            and isinstance(pair[0], str)
+            and pair[0].strip() != ""
+            and isinstance(pair[1], int)
+            and not isinstance(pair[1], bool)
+            and pair[1] >= 0
+        )
+        if not valid:
+            raise ConfigError(f"txn must be (app_id: non-empty str, version: non-negative int) or a list of them, got {txn!r}")
+    return [(str(app), int(version)) for app, version in pairs]
 
 
 def _check_commit_metadata(commit_metadata: dict[str, str] | None) -> None:

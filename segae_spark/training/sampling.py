@@ -12,6 +12,7 @@ import numpy as np
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from segae_spark.compat import to_arrow
 from segae_spark.features.arrays import feature_matrix
 from segae_spark.progress import logger
 
@@ -61,11 +62,8 @@ def sample_segments(
     max_rows: int,
 ) -> dict[int, np.ndarray]:
     """Bring each segment's bounded sample to the driver: ``{segment: float32 matrix}``."""
-    table = (
-        df.filter(sample_filter(counts, max_rows, segment_col, hash_col))
-        .select(segment_col, hash_col, features_col)
-        .toArrow()  # small: <= 1.1 x max_rows per segment
-    )
+    sampled = df.filter(sample_filter(counts, max_rows, segment_col, hash_col)).select(segment_col, hash_col, features_col)
+    table = to_arrow(sampled)  # small: <= 1.1 x max_rows per segment
     segments = table.column(segment_col).to_numpy()
     matrix = feature_matrix(table.column(features_col), len(segments))
     samples = cap_by_hash(segments, table.column(hash_col).to_numpy(), matrix, max_rows)
