@@ -74,13 +74,12 @@ class ScoreRun:
         skipped = len(self.chunks) - len(done)
         rate = self.rows / self.seconds if self.seconds > 0 else 0.0
         versions = [c.version for c in done if c.version is not None]
-        lines = [
+        return (
             f"scored {self.rows:,} rows with model {self.model_id} -> {self.output} "
             f"({len(done)} commit(s), {skipped} chunk(s) already committed and skipped; "
             f"{rate:,.0f} rows/s; input version {self.input_version}; "
             f"output version {max(versions) if versions else 'unchanged'})"
-        ]
-        return "\n".join(lines)
+        )
 
 
 def plan_chunks(start: dt.date, end: dt.date, unit: str | None) -> list[tuple[dt.date, dt.date]]:
@@ -171,11 +170,11 @@ def score_table(
         if partition_by is None and _version_of(output_path) is None:
             partition_by = [date_col]
         per_day = not replace and not has_native_delta(spark)
+        key = (model.model_id, input_path, date_col)
         for index, (low, high) in enumerate(chunks, 1):
             rng = DateRange(date_col, low, high)
             name = f"chunk {index}/{len(chunks)} [{low}, {high})"
             label = f"{low.isoformat()}..{high.isoformat()}"
-            key = (model.model_id, input_path, date_col)
             if per_day:
                 days = _days_to_do(output_path, key, rng)
                 if not days:
