@@ -24,9 +24,10 @@ What one run does:
        the same rows plus one constant column, through the same Delta writer;
    (b) the full scoring job, the data flow of ``segae-spark score --mode
        overwrite --partition-by event_date`` on a whole table:
-       ``read_table(input)`` -> ``model.transform`` (preprocessing, segment
-       assignment, numpy scoring, top 3 features, model id, scoring time) ->
-       ``write_table(partition_by=["event_date"], commit_metadata={model id})``
+       ``read_table(input)`` -> ``model.arrow_transform`` (preprocessing,
+       segment assignment, numpy scoring, top 3 features, model id, scoring
+       time) -> ``write_table(partition_by=["event_date"], commit_metadata={model id})``,
+       which scores each batch in the Python task that writes it
        (the CLI's whole-table path also pins the input version and records
        the input path and version in the commit: no extra pass over the data).
 
@@ -238,7 +239,7 @@ def scoring_job(spark, model, source: str, target: str):
     from segae_spark.io import read_table, write_table
 
     return write_table(
-        model.transform(read_table(spark, source)),
+        model.arrow_transform(read_table(spark, source)),
         target,
         mode="overwrite",
         partition_by=["event_date"],

@@ -246,7 +246,7 @@ def _score_new_rows(model, spark, input_path, output_path, run, partition_by, da
 def _write(model, df: DataFrame, output_path, mode, partition_by, txn, metadata, replace_where, label, run):
     start = time.perf_counter()
     result = write_table(
-        model.transform(df), output_path, mode=mode, partition_by=partition_by, txn=txn,
+        model.arrow_transform(df), output_path, mode=mode, partition_by=partition_by, txn=txn,
         commit_metadata=metadata, replace_where=replace_where,
     )  # fmt: skip
     seconds = time.perf_counter() - start

@@ -123,7 +123,7 @@ def run_demo(
         model.write().overwrite().save(paths["model"])
     with stage("score", timings):
         written = write_table(
-            model.transform(transactions),
+            model.arrow_transform(transactions),
             paths["scored"],
             mode="overwrite",
             partition_by=["event_date"],

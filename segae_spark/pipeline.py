@@ -33,10 +33,18 @@ from pyspark.sql import functions as F
 
 from segae_spark.artifacts import ModelArtifact, read_artifact, write_artifact
 from segae_spark.clustering import check_segmenter_params, fit_segmenter, segment_sizes
+from segae_spark.clustering.segmenters import nearest_centroids
 from segae_spark.errors import ConfigError, NotFittedError, SchemaError
 from segae_spark.evaluation import evaluate
-from segae_spark.features.preprocessing import FEATURES_COL, build_preprocessing, feature_names, unseen_categories
+from segae_spark.features.preprocessing import (
+    FEATURES_COL,
+    assembly_inputs,
+    build_preprocessing,
+    feature_names,
+    unseen_categories,
+)
 from segae_spark.features.schema import FeatureSpec, resolve_features
+from segae_spark.io.arrow_map import ArrowMap
 from segae_spark.models.autoencoders import AutoencoderConfig, autoencoder_config_from_dict
 from segae_spark.models.reconstruction import THRESHOLD_METRICS
 from segae_spark.models.user_keras import UserKerasConfig
@@ -236,7 +244,7 @@ class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
         feature, in the order of :attr:`feature_names`; ``anomaly_score`` is
         the row error by ``threshold_metric`` (mse, mae, rmse, max_error).
         """
-        return self._with(thresholdMetric=threshold_metric)._score(df, feature_errors=True)
+        return self._with(thresholdMetric=threshold_metric)._score(df, feature_errors=True).to_dataframe()
 
     def evaluation(
         self, df: DataFrame, target_col: str, threshold_ratio: float | None = None, rank_by: str = "score"
@@ -342,7 +350,7 @@ class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
         extra = [F.col(outputs.score).alias("instance_score"), F.col(outputs.prediction).alias("is_outlier")]
         if return_feature_score:
             extra.append(F.col(FEATURE_ERRORS_COL).alias("feature_score"))
-        return self._score(df, feature_errors=return_feature_score).select("*", *extra)
+        return self._score(df, feature_errors=return_feature_score).to_dataframe().select("*", *extra)
 
     @property
     def artifact(self) -> ModelArtifact:
@@ -395,9 +403,19 @@ class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
         return self._weights
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
+        return self._score(dataset, feature_errors=False).to_dataframe()
+
+    def arrow_transform(self, dataset: DataFrame) -> ArrowMap:
+        """``transform(dataset)`` held back as an :class:`~segae_spark.io.arrow_map.ArrowMap`, to write.
+
+        ``write_table(model.arrow_transform(df), path, ...)`` writes the same
+        table as ``write_table(model.transform(df), ...)``; without delta-spark
+        it scores each batch in the Python task that writes it (one trip of
+        the rows through Python, no Spark rows built from the scores).
+        """
         return self._score(dataset, feature_errors=False)
 
-    def _score(self, dataset: DataFrame, feature_errors: bool) -> DataFrame:
+    def _score(self, dataset: DataFrame, feature_errors: bool) -> ArrowMap:
         artifact = self.artifact
         artifact.spec.check_input(dataset.schema)
         outputs = _output_columns(self)
@@ -418,11 +436,21 @@ class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
                 "the outputs (segmentCol, scoreCol, thresholdCol, scoreRatioCol, predictionCol, topFeaturesCol, "
                 "modelIdCol, scoredAtCol)"
             )
-        prepared = artifact.segmenter.transform(artifact.preprocessing.transform(dataset)).select(
-            *[F.col(f"`{c}`") for c in passthrough],
-            F.col(_SEGMENT).cast("int").alias(_SEGMENT),
-            vector_to_array(F.col(FEATURES_COL), "float32").alias(_X),
-        )
+        kept = [F.col(f"`{c}`") for c in passthrough]
+        # Nearest-centroid segmenters: features assembled and segments assigned
+        # in numpy next to the autoencoders (see ArrayAssembly); others in Spark.
+        centers = nearest_centroids(artifact.segmenter)
+        assembled = assembly_inputs(artifact.preprocessing, dataset) if centers is not None else None
+        if assembled is not None:
+            columns, assembly = assembled
+            prepared = columns.select(*kept, *[F.col(c) for c in assembly.columns])
+        else:
+            assembly = centers = None
+            prepared = artifact.segmenter.transform(artifact.preprocessing.transform(dataset)).select(
+                *kept,
+                F.col(_SEGMENT).cast("int").alias(_SEGMENT),
+                vector_to_array(F.col(FEATURES_COL), "float32").alias(_X),
+            )
         model_id = self.model_id
         plan = ScoringPlan(
             model_id=model_id,
@@ -436,10 +464,13 @@ class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
             feature_errors=feature_errors,
             top_features=top_k,
             feature_names=tuple(self.feature_names),
+            model_id_col=get(self.modelIdCol),
+            scored_at_col=get(self.scoredAtCol),
+            scored_at=dt.datetime.now(dt.timezone.utc),
+            assembly=assembly,
+            centers=centers,
         )
-        scored = score(prepared, plan, self._broadcast_weights(dataset.sparkSession))
-        stamp_values = {get(self.modelIdCol): F.lit(model_id), get(self.scoredAtCol): F.lit(dt.datetime.now(dt.timezone.utc))}
-        return scored.select("*", *[value.alias(name) for name, value in stamp_values.items() if name])
+        return score(prepared, plan, self._broadcast_weights(dataset.sparkSession))
 
     def write(self) -> MLWriter:
         return _SegmentAEModelWriter(self)

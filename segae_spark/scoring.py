@@ -1,10 +1,15 @@
 """The batch-scoring transform: one pass over Arrow batches, numpy on executors.
 
-Rows arrive with their segment and their preprocessed feature array; each
-Arrow batch is split by segment, pushed through that segment's autoencoder in
-numpy, and leaves with its reconstruction error, its segment's threshold, their
-ratio, the flag and (when asked) the features that carry most of the error. No
-shuffle, no collect: the output has exactly the input's rows.
+Rows arrive either with the preprocessing's last columns (numbers and one-hot
+slot numbers), which are assembled into the feature matrix and assigned to
+their nearest centroid here in numpy (KMeans and the sample-fitted
+clusterers), or with their segment and feature array computed by Spark
+(bisecting KMeans, Gaussian mixtures). Each Arrow batch is split by segment,
+pushed through that segment's autoencoder in numpy, and leaves with its
+reconstruction error, its segment's threshold, their ratio, the flag and (when
+asked) the features that carry most of the error. No shuffle, no collect: the output has exactly the input's rows. The function is
+handed over as an :class:`~segae_spark.io.arrow_map.ArrowMap`, so a delta-rs
+write runs it in the task that writes the files.
 
 Weights travel as one broadcast of ``.npz`` bytes and are decoded once per
 Python worker process (a module-level cache keyed by model id), never once per
@@ -14,6 +19,7 @@ Keras model that the numpy engine cannot run: that one is scored with Keras.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
@@ -21,10 +27,13 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame
-from pyspark.sql.types import ArrayType, DoubleType, IntegerType, StringType, StructField, StructType
+from pyspark.sql.types import ArrayType, DoubleType, IntegerType, StringType, StructField, StructType, TimestampType
 
+from segae_spark.clustering.centroids import nearest_center
 from segae_spark.errors import ArtifactError
 from segae_spark.features.arrays import feature_matrix
+from segae_spark.features.preprocessing import ArrayAssembly
+from segae_spark.io.arrow_map import ArrowMap
 from segae_spark.models.keras_engine import ScoringEngine, load_scoring_engine
 
 
@@ -59,12 +68,27 @@ class ScoringPlan:
     feature_errors: bool = False
     top_features: int = 0
     feature_names: tuple[str, ...] = ()
+    # Stamps on every row ("" leaves a column out): which model, and when (one value per plan).
+    model_id_col: str = ""
+    scored_at_col: str = ""
+    scored_at: dt.datetime | None = None
+    # Set together: assemble the features and assign segments in numpy (the
+    # rows carry the assembly's columns, not features_col / segment_col).
+    assembly: ArrayAssembly | None = None
+    centers: np.ndarray | None = None
+
+    def stamps(self) -> list[tuple[str, pa.DataType, object]]:
+        """(column, Arrow type, value) of each stamp column asked for."""
+        stamps = [(self.model_id_col, pa.string(), self.model_id), (self.scored_at_col, _SCORED_AT_TYPE, self.scored_at)]
+        return [stamp for stamp in stamps if stamp[0]]
 
 
 FEATURE_ERRORS_COL = "feature_errors"
 # top_features: a list of {feature, share} per row, in Spark and in Arrow.
 TOP_FEATURE_TYPE = ArrayType(StructType([StructField("feature", StringType(), False), StructField("share", DoubleType(), False)]))
 _TOP_FEATURE_FIELDS = [pa.field("feature", pa.string(), False), pa.field("share", pa.float64(), False)]
+# Spark's TimestampType in Arrow: microseconds since the epoch, UTC.
+_SCORED_AT_TYPE = pa.timestamp("us", tz="UTC")
 
 # model id -> {model name -> engine}; lives as long as the Python worker process.
 _ENGINES: dict[str, dict[str, ScoringEngine]] = {}
@@ -121,12 +145,17 @@ def top_features(per_feature: np.ndarray, names: Sequence[str], k: int) -> pa.Li
 def score_batch(batch: pa.RecordBatch, plan: ScoringPlan, engines: Mapping[str, ScoringEngine]) -> pa.RecordBatch:
     """Score one Arrow batch; pure function of the batch, the plan and the engines."""
     rows = batch.num_rows
-    segments = batch.column(plan.segment_col).to_numpy(zero_copy_only=False).astype(np.int32)
+    if plan.assembly is not None:
+        x64 = plan.assembly.matrix(batch)
+        segments = nearest_center(x64, plan.centers)
+        x = x64.astype(np.float32)
+    else:
+        segments = batch.column(plan.segment_col).to_numpy(zero_copy_only=False).astype(np.int32)
+        x = feature_matrix(batch.column(plan.features_col), rows) if rows else None
     scores = np.zeros(rows, dtype=np.float64)
     thresholds = np.zeros(rows, dtype=np.float64)
     per_feature = None
     if rows:
-        x = feature_matrix(batch.column(plan.features_col), rows)
         for segment in np.unique(segments):
             segment = int(segment)
             if segment not in plan.segment_models:
@@ -163,6 +192,9 @@ def score_batch(batch: pa.RecordBatch, plan: ScoringPlan, engines: Mapping[str, 
         values = pa.array(per_feature.ravel() if per_feature is not None else np.zeros(0))
         fields.append(pa.field(FEATURE_ERRORS_COL, pa.list_(pa.float64())))
         arrays.append(pa.ListArray.from_arrays(pa.array(np.arange(rows + 1, dtype=np.int32) * width), values))
+    for name, arrow_type, value in plan.stamps():
+        fields.append(pa.field(name, arrow_type, False))
+        arrays.append(pa.repeat(pa.scalar(value, arrow_type), rows))
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
 
@@ -186,14 +218,15 @@ def output_schema(prepared: DataFrame, plan: ScoringPlan) -> StructType:
         fields.append(StructField(out.top_features, TOP_FEATURE_TYPE, False))
     if plan.feature_errors:
         fields.append(StructField(FEATURE_ERRORS_COL, ArrayType(DoubleType()), True))
+    spark_types = {pa.string(): StringType(), _SCORED_AT_TYPE: TimestampType()}
+    fields += [StructField(name, spark_types[arrow_type], False) for name, arrow_type, _ in plan.stamps()]
     return StructType(fields)
 
 
-def score(prepared: DataFrame, plan: ScoringPlan, weights) -> DataFrame:
-    """Add the score columns to ``prepared`` (which holds the features and segment).
+def score(prepared: DataFrame, plan: ScoringPlan, weights) -> ArrowMap:
+    """The passthrough and score columns of ``prepared`` (which holds the features and segment).
 
-    ``weights`` is a broadcast of ``{model name: npz bytes}``.
+    ``weights`` is a broadcast of ``{model name: npz bytes}``. Returned as an
+    :class:`ArrowMap`, so a delta-rs write scores and writes in one Python pass.
     """
-    return prepared.mapInArrow(
-        functools.partial(_score_partition, plan=plan, weights=weights), output_schema(prepared, plan)
-    )
+    return ArrowMap(prepared, functools.partial(_score_partition, plan=plan, weights=weights), output_schema(prepared, plan))

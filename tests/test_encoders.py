@@ -87,6 +87,23 @@ def test_unseen_counts_per_column(train, later):
 
 
 @pytest.mark.parametrize("kind", ["one_hot", "label", "inverse_frequency"])
+def test_sql_case_and_python_lookup_encode_alike(train, later, monkeypatch, kind):
+    """Small tables are encoded by a CASE in the JVM, large ones by the pandas UDF: same values either way."""
+    import segae_spark.features.encoders as encoders
+
+    model = category_encoder(kind, ["channel", "kind"], ["e_channel", "e_kind"], max_categories=3).fit(train)
+    in_sql = _encoded(model, later) + _encoded(model, train)
+    for limit in (0, 1):  # 0: every column through Python; 1: columns split between the two paths
+        monkeypatch.setattr(encoders, "JVM_LOOKUP_MAX_CATEGORIES", limit)
+        assert _encoded(model, later) + _encoded(model, train) == in_sql
+    plan = model.transform(later)._jdf.queryExecution().optimizedPlan().toString()
+    assert "BatchEvalPython" in plan or "ArrowEvalPython" in plan  # the limit of 0 did send it through Python
+    monkeypatch.undo()
+    plan = model.transform(later)._jdf.queryExecution().optimizedPlan().toString()
+    assert "ArrowEvalPython" not in plan and "BatchEvalPython" not in plan
+
+
+@pytest.mark.parametrize("kind", ["one_hot", "label", "inverse_frequency"])
 def test_models_round_trip_through_save_and_load(train, later, tmp_path, kind):
     model = category_encoder(kind, ["channel", "kind"], ["e_channel", "e_kind"], max_categories=2).fit(train)
     model.save(str(tmp_path / kind))

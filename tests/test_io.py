@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable, Schema, write_deltalake
@@ -33,6 +34,7 @@ from segae_spark.errors import (
     TableNotFoundError,
 )
 from segae_spark.io import WriteResult, read_table, table_row_count, table_version, write_table
+from segae_spark.io.arrow_map import ArrowMap, map_in_arrow
 
 UTC = dt.timezone.utc
 SCHEMA = StructType(
@@ -194,6 +196,31 @@ def test_append_adds_rows_and_bumps_version_by_one(spark, frame, tmp_path):
     assert table_row_count(spark, path) == 18
 
 
+def test_an_arrow_map_writes_like_its_dataframe_in_one_python_pass(spark, frame, tmp_path):
+    def _shift_ids(batches):  # nested: pickled by value, as workers cannot import test modules
+        for batch in batches:
+            ids = pc.add(batch.column("id"), 1000)
+            yield batch.set_column(batch.schema.get_field_index("id"), batch.schema.field("id"), ids)
+
+    shifted = [(i + 1000, *rest) for i, *rest in make_rows(0, 12)]
+    mapped = ArrowMap(frame(0, 12), _shift_ids, SCHEMA)
+    result = write_table(mapped, str(tmp_path / "mapped"), partition_by=["day"])
+    write_table(mapped.to_dataframe(), str(tmp_path / "plain"), partition_by=["day"])
+
+    assert result.version == 0 and result.rows == 12
+    assert spark_rows(read_table(spark, str(tmp_path / "mapped"))) == expected(shifted)
+    assert delta_rs_rows(str(tmp_path / "mapped")) == delta_rs_rows(str(tmp_path / "plain"))
+    # appending reorders the columns to the table's order inside the same pass
+    reordered = mapped.select("name", "small", "amount", "ts", "day", "id")
+    assert write_table(reordered, str(tmp_path / "mapped"), mode="append").rows == 12
+    assert spark_rows(read_table(spark, str(tmp_path / "mapped"))) == expected(shifted + shifted)
+    with pytest.raises(SchemaError, match="no column"):
+        mapped.select("id", "nope")
+    # the map and the writer run as one Python step: the rows cross into Python once
+    chained = map_in_arrow(mapped, lambda batches: batches, SCHEMA)
+    assert chained._jdf.queryExecution().optimizedPlan().toString().count("MapInArrow") == 1
+
+
 def test_overwrite_replaces_rows(spark, frame, tmp_path):
     path = str(tmp_path / "t")
     write_table(frame(0, 12), path, partition_by=["day"])
@@ -345,3 +372,15 @@ def test_bad_arguments_raise_config_error(spark, frame, tmp_path):
         write_table(frame(0, 1), str(tmp_path / "d"), format="parquet", mode="overwrite")
     with pytest.raises(ConfigError, match="is a Delta table"):
         read_table(spark, str(tmp_path / "d"), format="parquet")
+
+
+def test_a_batch_splits_by_partition_value_in_row_order():
+    from segae_spark.io.delta_files import _split_by_partition
+
+    def split(days):
+        batch = pa.record_batch({"day": pa.array(days, pa.string()), "i": pa.array(range(len(days)), pa.int64())})
+        return [(key, rows.column("i").to_pylist()) for key, rows in _split_by_partition(batch, ["day"])]
+
+    assert split(["a"] * 3) == [(("a",), [0, 1, 2])]
+    assert split(["a", "a", "b", "b", None]) == [(("a",), [0, 1]), (("b",), [2, 3]), ((None,), [4])]  # runs: slices
+    assert split(["a", "b", "a", "b"]) == [(("a",), [0, 2]), (("b",), [1, 3])]  # interleaved: taken

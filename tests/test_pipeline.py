@@ -178,6 +178,38 @@ def test_quantile_and_contamination_thresholds(transactions, fitted_model):
     assert q.thresholds == model.thresholds  # 0.95 quantile == 1 - 0.05 contamination
 
 
+def _scored_in_spark_and_numpy(model, df, monkeypatch):
+    """(rows scored with features and segments from numpy, the same rows with both from Spark), by id."""
+    import segae_spark.pipeline as pipeline
+
+    columns = ["transaction_id", "segment", "anomaly_score", "score_ratio", "is_anomaly", "top_features"]
+    in_numpy = {r[0]: tuple(r) for r in model.transform(df).select(columns).collect()}
+    monkeypatch.setattr(pipeline, "nearest_centroids", lambda segmenter: None)  # the path bisecting/GMM take
+    in_spark = {r[0]: tuple(r) for r in model.transform(df).select(columns).collect()}
+    return in_numpy, in_spark
+
+
+def test_features_and_segments_assembled_in_numpy_equal_spark_vectors(transactions, fitted_model, monkeypatch):
+    assert "__segae_x" not in fitted_model.arrow_transform(transactions).source.columns  # no vectors leave the JVM
+    in_numpy, in_spark = _scored_in_spark_and_numpy(fitted_model, transactions, monkeypatch)
+    assert "__segae_x" in fitted_model.arrow_transform(transactions).source.columns
+    assert in_numpy == in_spark  # one-hot + KMeans: bit for bit, segments included
+    segmenter = fitted_model.artifact.segmenter
+    features = fitted_model.artifact.preprocessing.transform(transactions)
+    spark_segments = {r[0]: r[1] for r in segmenter.transform(features).select("transaction_id", segmenter.getPredictionCol()).collect()}
+    assert {key: row[1] for key, row in in_numpy.items()} == spark_segments
+    assert len(set(spark_segments.values())) == 3
+
+
+def test_label_encoding_and_sampled_centroids_also_assemble_in_numpy(transactions, monkeypatch):
+    model = SegmentAE(
+        labelCol="is_fraud", encoder="label", scaler="standard", clusterModel="minibatch_kmeans", nClusters=3,
+        autoencoder={"hidden_layers": [8], "epochs": 2}, maxRowsPerSegment=400, seed=5,
+    ).fit(transactions)  # fmt: skip
+    in_numpy, in_spark = _scored_in_spark_and_numpy(model, transactions, monkeypatch)
+    assert in_numpy == in_spark
+
+
 def test_shared_mode_and_small_segment_fallback(transactions, tmp_path):
     common = dict(labelCol="is_fraud", nClusters=3, autoencoder={"hidden_layers": [8], "epochs": 2}, maxRowsPerSegment=400, seed=3)
     shared = SegmentAE(trainingMode="shared", trainingBackend="local", **common).fit(transactions)

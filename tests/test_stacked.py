@@ -22,10 +22,6 @@ def _rows(n, d=6, seed=0):
     return np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
 
 
-def _weights_equal(a, b):
-    return all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights(), strict=True))
-
-
 @pytest.mark.parametrize(
     "config",
     [
@@ -58,19 +54,25 @@ def _grouped_and_alone(kind):
     return [(train_autoencoder(x, config, k + 1, name="abc"[k]), grouped[k]) for k, x in enumerate(xs)]
 
 
-def test_a_dense_model_trains_bit_for_bit_the_same_alone_or_grouped():
+def _close(a, b):
+    """Weights equal to float32 rounding: TensorFlow's CPU matrix products may round differently
+    for a group's shape than for one model's (bit for bit on some CPUs, ~1e-7 apart on an AMD EPYC)."""
+    for x, y in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+
+
+def test_a_dense_model_trains_the_same_alone_or_grouped():
     for alone, grouped in _grouped_and_alone(DenseAutoencoderConfig):
-        assert _weights_equal(alone.model, grouped.model)
-        assert alone.history == grouped.history
-        assert (alone.epochs_run, alone.best_epoch, alone.val_loss) == (grouped.epochs_run, grouped.best_epoch, grouped.val_loss)
+        _close(alone.model, grouped.model)
+        for key, values in alone.history.items():
+            np.testing.assert_allclose(values, grouped.history[key], rtol=1e-5)
+        assert (alone.epochs_run, alone.best_epoch) == (grouped.epochs_run, grouped.best_epoch)
+        assert alone.val_loss == pytest.approx(grouped.val_loss, rel=1e-5)
 
 
 def test_a_batchnorm_model_trains_the_same_alone_or_grouped_up_to_rounding():
-    # Batch statistics round differently with the group's shape (see the
-    # module doc), so equality is to float32 rounding, not bit for bit.
     for alone, grouped in _grouped_and_alone(BatchNormAutoencoderConfig):
-        for a, b in zip(alone.model.get_weights(), grouped.model.get_weights(), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        _close(alone.model, grouped.model)
         assert (alone.epochs_run, alone.best_epoch) == (grouped.epochs_run, grouped.best_epoch)
 
 
@@ -81,7 +83,7 @@ def test_ensemble_members_train_together_as_if_alone():
     result = train_ensemble(x, config, seed=5)
     for m, member in enumerate(result.members):
         alone = train_autoencoder(x, config.member_config(m), member_seed(5, m), name=f"member_{m}")
-        assert _weights_equal(alone.model, member.model)
+        _close(alone.model, member.model)
 
 
 def test_grouped_models_must_share_their_width():

@@ -222,3 +222,21 @@ def load_segmenter(path: str) -> Model:
     if cls is None:
         raise ArtifactError(f"{path} holds a {name!r} model, not a segmenter; segmenters are {sorted(_MODEL_CLASSES)}")
     return cls.load(path)
+
+
+def nearest_centroids(model: Model) -> np.ndarray | None:
+    """The centroids, when ``model`` gives each row its nearest centroid by Euclidean distance; else None.
+
+    True of KMeans and the sample-fitted clusterers, whose assignment scoring
+    can then redo in numpy (:func:`~segae_spark.clustering.centroids.nearest_center`)
+    next to the autoencoders. Bisecting KMeans descends its tree of splits and
+    a Gaussian mixture picks the most probable component: those stay in Spark.
+    Spark's KMeans compares distances computed as ``|x|^2 + |c|^2 - 2 x.c``
+    where that is accurate to 1e-6 and exactly otherwise, so a row whose two
+    nearest centroids tie to within that may go to the other one of the two.
+    """
+    if isinstance(model, CentroidSegmenterModel):
+        return model.cluster_centers_
+    if isinstance(model, KMeansModel) and model.getDistanceMeasure() == "euclidean":
+        return np.array([np.asarray(center, dtype=np.float64) for center in model.clusterCenters()])
+    return None

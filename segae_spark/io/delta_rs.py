@@ -46,6 +46,7 @@ from pyspark.sql.types import StructType
 from segae_spark.compat import arrow_to_dataframe
 from segae_spark.errors import CommitConflictError, ConfigError, SchemaError, SegaeError, TableNotFoundError
 from segae_spark.io import delta_files, schemas
+from segae_spark.io.arrow_map import ArrowMap, map_in_arrow
 from segae_spark.io.paths import TablePath
 
 logger = logging.getLogger("segae_spark")
@@ -301,12 +302,12 @@ def _check_readable(dt: DeltaTable, table: TablePath) -> None:
 
 
 def prepare_write(
-    df: DataFrame,
+    df: DataFrame | ArrowMap,
     table: TablePath,
     mode: str,
     partition_by: list[str] | None,
     replace_where: DateRange | None = None,
-) -> tuple[DataFrame, DeltaTable | None, list[str]]:
+) -> tuple[DataFrame | ArrowMap, DeltaTable | None, list[str]]:
     """Validate a write against the existing table; return the DataFrame in table order.
 
     Runs before any Spark job, so every rejection is cheap.
@@ -379,7 +380,7 @@ def already_committed(dt: DeltaTable | None, txns: list[tuple[str, int]]) -> boo
 
 
 def write(
-    df: DataFrame,
+    df: DataFrame | ArrowMap,
     table: TablePath,
     mode: str,
     dt: DeltaTable | None,
@@ -400,7 +401,7 @@ def write(
     schema = schemas.as_nullable(df.schema)
     writer = delta_files.make_file_writer(table.path, schema.json(), partition_by, compression)
     try:
-        described = df.mapInArrow(writer, delta_files.METADATA_DDL).collect()  # small: one row per written file
+        described = map_in_arrow(df, writer, delta_files.METADATA_DDL).collect()  # small: one row per written file
     except Exception:
         _log_orphans(table, "the Spark job failed")
         raise

@@ -20,6 +20,7 @@ from pyspark.sql.types import DateType, StringType, TimestampNTZType, TimestampT
 
 from segae_spark.errors import ConfigError, SchemaError, TableExistsError, TableNotFoundError
 from segae_spark.io import delta_native, delta_rs, schemas
+from segae_spark.io.arrow_map import ArrowMap, as_dataframe
 from segae_spark.io.delta_rs import DateRange
 from segae_spark.io.paths import TablePath, check_format, detect_format, exists, is_delta_table, resolve
 from segae_spark.session import has_native_delta
@@ -122,7 +123,7 @@ def _rows_in_range(df: DataFrame, rng: DateRange, path: str) -> DataFrame:
 
 
 def write_table(
-    df: DataFrame,
+    df: DataFrame | ArrowMap,
     path: str,
     mode: str = "error",
     partition_by: list[str] | None = None,
@@ -145,6 +146,10 @@ def write_table(
     chunk records one per day): the write is skipped when all of them are
     committed, and refused when only some are. ``commit_metadata`` is
     stored in the Delta commit info.
+
+    ``df`` may be an :class:`~segae_spark.io.arrow_map.ArrowMap` (what
+    ``SegmentAEModel.arrow_transform`` returns): the delta-rs writer then runs
+    its function in the same Python pass that writes the files.
     """
     start = time.perf_counter()
     fmt = check_format(format)
@@ -168,7 +173,7 @@ def write_table(
         location = table.path if table is not None else path
         if len(txns) > 1:
             raise ConfigError("delta-spark records one application transaction per write; pass a single txn")
-        done = delta_native.write(df, location, mode, partition_by, txns[0] if txns else None, commit_metadata, replace_where)
+        done = delta_native.write(as_dataframe(df), location, mode, partition_by, txns[0] if txns else None, commit_metadata, replace_where)
         result = WriteResult(location, fmt, done.version, done.skipped, done.files, done.rows)
     elif fmt == "delta":
         table = resolve(path)
@@ -178,7 +183,7 @@ def write_table(
         done = delta_rs.write(df, table, mode, dt, partitions, txns, commit_metadata, replace_where=replace_where)
         result = WriteResult(table.path, fmt, done.version, done.skipped, done.files, done.rows)
     else:
-        result = _write_files(df, resolve(path), fmt, mode, partition_by)
+        result = _write_files(as_dataframe(df), resolve(path), fmt, mode, partition_by)
 
     logger.info(
         "write_table path=%s format=%s mode=%s files=%d rows=%s version=%s skipped=%s seconds=%.2f",

@@ -9,9 +9,9 @@ axis, one step computes all K models' batches with batched matrix products,
 and a whole epoch runs as one compiled TensorFlow loop.
 
 The models stay independent, so a model trains the same whether it is
-grouped with others or alone (tested: bit for bit for dense models; to
-float32 rounding for batch-norm ones, whose batch statistics TensorFlow
-rounds differently for different group shapes): each has its own seed (its initial
+grouped with others or alone, to float32 rounding (tested; bit for bit for
+dense models on some CPUs, but TensorFlow's CPU matrix products may round
+differently for another group shape, as its batch statistics do): each has its own seed (its initial
 weights are those of ``config.build`` for that seed), its own validation
 rows, its own shuffling, batches of ``batch_size`` of its own rows, its own
 Adam state and step count, its own dropout draws and its own early stopping.
