@@ -7,9 +7,10 @@ clusterers), or with their segment and feature array computed by Spark
 (bisecting KMeans, Gaussian mixtures). Each Arrow batch is split by segment,
 pushed through that segment's autoencoder in numpy, and leaves with its
 reconstruction error, its segment's threshold, their ratio, the flag and (when
-asked) the features that carry most of the error. No shuffle, no collect: the output has exactly the input's rows. The function is
-handed over as an :class:`~segae_spark.io.arrow_map.ArrowMap`, so a delta-rs
-write runs it in the task that writes the files.
+asked) the features that carry most of the error. No shuffle, no collect: the
+output has exactly the input's rows. The function is handed over as an
+:class:`~segae_spark.io.arrow_map.ArrowMap`, so a delta-rs write runs it in the
+task that writes the files.
 
 Weights travel as one broadcast of ``.npz`` bytes and are decoded once per
 Python worker process (a module-level cache keyed by model id), never once per

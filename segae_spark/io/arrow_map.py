@@ -51,10 +51,6 @@ class ArrowMap:
     def sparkSession(self) -> SparkSession:  # noqa: N802 - the DataFrame property's name
         return self.source.sparkSession
 
-    @property
-    def columns(self) -> list[str]:
-        return self.schema.names
-
     def select(self, *names: str) -> "ArrowMap":
         """Keep and order columns by name (what a writer needs to match a table's column order)."""
         missing = [n for n in names if n not in self.schema.names]
