@@ -33,17 +33,26 @@ What one run does:
 
    Both include the driver's Delta commit. rows/s = rows / wall seconds (the
    best of ``--repeats``); ratio = floor rows/s / scoring rows/s (goal <= 1.5).
+   Each run also records the CPU seconds of the driver JVM (with a local
+   master it runs the executors: Parquet reading, Arrow conversion) and of the
+   Python workers (scoring and Parquet writing): the machine is saturated, so
+   these say where each job's time goes.
    Peak memory per size, each high-water mark reset (``/proc/PID/clear_refs``)
-   after the input is written and read after the scoring job: the driver JVM
+   after the input is written (after a full JVM GC, and after the Python
+   workers hand freed memory back to the OS, so the peaks are the jobs' own
+   rather than what generating the input left) and read after the scoring
+   job: the driver JVM
    (VmHWM; with a local master it also runs the executors), the Python driver
    (VmHWM), and the Python workers (each worker's VmHWM read by a small
    ``mapInArrow`` probe over enough tasks to reach every pooled worker;
    workers are reused, so these are the processes that scored and wrote).
    The peaks must not grow with rows: the largest size's peak may exceed the
    smallest's by at most max(15 %, 64 MiB). The JVM's RSS also depends on how
-   far its garbage collector lets the heap expand (bounded by -Xmx, i.e.
-   spark.driver.memory), so the JVM's heap peak used and its live heap after
-   a full GC at the end of each size are shown as well (information only).
+   far its garbage collector lets the heap expand before collecting (up to
+   -Xmx, i.e. spark.driver.memory), so the jobs run with a 1 GiB driver heap
+   (``--driver-memory``; segae-spark's session default is 4g): finishing every
+   size within one fixed heap is the point, and the JVM's heap peak used and
+   its live heap after a full GC are shown as well (information only).
    The 1-minute load average at the start and the end is recorded: on a
    shared machine the timings are low and noisy.
 3. The baseline a SegmentAE user runs today, on ``--baseline-rows`` rows
@@ -90,6 +99,10 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "s
 WARM_UP_ROWS = 10_000
 RATIO_GOAL = 1.5
 SPEEDUP_GOAL = 100.0
+# The jobs run in a 1 GiB driver heap at every size (the session default is 4g):
+# with a fixed cap that suffices, the JVM's RSS shows what the jobs need, not how
+# far G1 chose to grow a bigger heap before collecting.
+DRIVER_MEMORY = "1g"
 MEMORY_TOLERANCE = (0.15, 64.0)  # the largest size's peak may exceed the smallest's by max(15 %, 64 MiB)
 MODEL_PARAMS = dict(
     labelCol="is_fraud", nClusters=4, autoencoder={"hidden_layers": [32, 16, 8], "epochs": 10}, maxRowsPerSegment=5000
@@ -141,6 +154,16 @@ def _make_worker_probe(reset: bool):
 
         for _ in batches:
             pass
+        if reset:  # hand back what earlier jobs freed, so the peak measured next is the next jobs' own
+            import ctypes
+            import gc
+
+            gc.collect()
+            pa.default_memory_pool().release_unused()
+            try:
+                ctypes.CDLL("libc.so.6").malloc_trim(0)
+            except (OSError, AttributeError):
+                pass
 
         def status_kib(key):
             try:
@@ -198,6 +221,9 @@ class JvmHeap:
         self.pools = [p for p in factory.getMemoryPoolMXBeans() if str(p.getType()) == "Heap memory"]
 
     def reset_peak(self) -> None:
+        # A full GC first: G1 then gives back the heap that generating the input
+        # expanded, so the RSS peak measured next is the jobs' own.
+        self.spark._jvm.java.lang.System.gc()
         for pool in self.pools:
             pool.resetPeakUsage()
 
@@ -210,6 +236,40 @@ class JvmHeap:
     def live_mib(self) -> float:
         self.spark._jvm.java.lang.System.gc()
         return self.memory.getHeapMemoryUsage().getUsed() / 2**20
+
+
+# ------------------------------------------------------------------------ CPU
+def _cpu_ticks(pid: str, children: bool) -> int:
+    """utime + stime (and the reaped children's, when asked) of a process, in clock ticks."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    own = int(fields[11]) + int(fields[12])
+    return own + int(fields[13]) + int(fields[14]) if children else own
+
+
+def cpu_seconds(jpid: int | None) -> dict:
+    """CPU seconds used so far by the driver JVM (the executors too, with a local master), the
+    pooled Python workers (the ``pyspark.daemon`` process tree; workers that exited count through
+    their parent) and this Python process: where a job's CPU goes on a saturated machine."""
+    workers = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                is_worker = b"pyspark.daemon" in fh.read()
+        except OSError:
+            continue
+        if is_worker:
+            workers += _cpu_ticks(pid, children=True)
+    tick = os.sysconf("SC_CLK_TCK")
+    own = os.times()
+    return {
+        "jvm": None if jpid is None else _cpu_ticks(str(jpid), children=False) / tick,
+        "python_workers": workers / tick,
+        "driver_python": own.user + own.system,
+    }
 
 
 def jvm_pid(spark) -> int | None:
@@ -247,16 +307,25 @@ def scoring_job(spark, model, source: str, target: str):
     )
 
 
-def best_of(repeats: int, fn, rows: int, what: str) -> dict:
-    seconds = []
+def best_of(repeats: int, fn, rows: int, what: str, jpid: int | None) -> dict:
+    """The best of ``repeats`` runs, with the CPU seconds each process kind used in it."""
+    runs = []
     for i in range(repeats):
+        before = cpu_seconds(jpid)
         s, result = timed(fn)
+        after = cpu_seconds(jpid)
         if result.rows != rows:
             raise RuntimeError(f"{what} wrote {result.rows} rows, expected {rows}")
-        seconds.append(s)
-        log(f"  {what} run {i + 1}/{repeats}: {s:.1f}s, {rows / s:,.0f} rows/s, {result.files} files")
-    best = min(seconds)
-    return {"seconds": round(best, 3), "rows_per_s": round(rows / best), "all_seconds": [round(s, 3) for s in seconds]}
+        cpu = {k: None if after[k] is None else round(after[k] - before[k], 2) for k in after}
+        runs.append((s, cpu))
+        log(f"  {what} run {i + 1}/{repeats}: {s:.1f}s, {rows / s:,.0f} rows/s, {result.files} files; CPU s {cpu}")
+    best, cpu = min(runs, key=lambda run: run[0])
+    return {
+        "seconds": round(best, 3),
+        "rows_per_s": round(rows / best),
+        "all_seconds": [round(s, 3) for s, _ in runs],
+        "cpu_seconds": cpu,
+    }
 
 
 def breakdown(spark, model, source: str, rows: int) -> list[dict]:
@@ -504,6 +573,22 @@ def markdown(report: dict) -> str:
             f"| {s['rows']:,} | {s['input_read_partitions']} | {b['input'] / 1e6:,.1f} | {b['floor_output'] / 1e6:,.1f} "
             f"| {b['scoring_output'] / 1e6:,.1f} |"
         )
+    lines += [
+        "",
+        "CPU per job (the machine is saturated, so CPU seconds are what a job costs; with a local master the "
+        "executors run in the driver JVM):",
+        "",
+        "| rows | job | wall s | JVM CPU s | Python workers CPU s | JVM us/row | Python workers us/row |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in sizes:
+        for job in ("floor", "scoring"):
+            run, cpu = s[job], s[job]["cpu_seconds"]
+            per_row = {k: None if cpu[k] is None else cpu[k] * 1e6 / s["rows"] for k in ("jvm", "python_workers")}
+            lines.append(
+                f"| {s['rows']:,} | {'I/O floor' if job == 'floor' else 'scoring'} | {run['seconds']:.1f} | {_fmt(cpu['jvm'], '.1f')} "
+                f"| {_fmt(cpu['python_workers'], '.1f')} | {_fmt(per_row['jvm'], '.2f')} | {_fmt(per_row['python_workers'], '.2f')} |"
+            )
     if base:
         lines += ["", "| baseline (driver, pandas + Keras) | rows | seconds | rows/s |", "|---|---|---|---|"]
         steps = ", ".join(f"{k} {v:.1f}s" for k, v in base["seconds_by_step"].items())
@@ -574,6 +659,11 @@ def main() -> None:
     parser.add_argument("--workdir", help="where the tables go (default: a new temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the tables and the model in the work directory")
     parser.add_argument("--model", help="score with this saved model instead of fitting the default one")
+    parser.add_argument(
+        "--driver-memory",
+        default=DRIVER_MEMORY,
+        help=f"spark.driver.memory: the heap of the JVM that, with a local master, also runs the executors (default {DRIVER_MEMORY})",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", default=RESULTS, help="results path without extension (.json and .md are written)")
     parser.add_argument("--fit-only", metavar="MODEL_DIR", help=argparse.SUPPRESS)
@@ -604,7 +694,7 @@ def main() -> None:
         from segae_spark.pipeline import SegmentAEModel
         from segae_spark.session import has_native_delta
 
-        spark = get_or_create_session()
+        spark = get_or_create_session({"spark.driver.memory": args.driver_memory})
         model = SegmentAEModel.load(model_dir)
         jpid = jvm_pid(spark)
         heap = JvmHeap(spark)
@@ -634,9 +724,9 @@ def main() -> None:
                 "workers": probe_workers(spark, reset=True)["reset"],
             }
             log(f"size {n:,}: I/O floor (read, add a constant column, write Delta)")
-            floor = best_of(args.repeats, lambda: io_floor(spark, source, floor_out), n, "I/O floor")
+            floor = best_of(args.repeats, lambda: io_floor(spark, source, floor_out), n, "I/O floor", jpid)
             log(f"size {n:,}: scoring job (read, transform, write Delta)")
-            scoring = best_of(args.repeats, lambda: scoring_job(spark, model, source, scored_out), n, "scoring job")
+            scoring = best_of(args.repeats, lambda: scoring_job(spark, model, source, scored_out), n, "scoring job", jpid)
             workers = probe_workers(spark, reset=False)
             memory = {
                 "driver_jvm_peak_mib": None if jpid is None else peak_mib(jpid),
