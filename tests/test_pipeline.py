@@ -210,6 +210,33 @@ def test_label_encoding_and_sampled_centroids_also_assemble_in_numpy(transaction
     assert in_numpy == in_spark
 
 
+def test_every_numeric_type_with_nulls_assembles_in_numpy_as_in_spark(transactions, monkeypatch):
+    # Narrow and wide integers, float32 and double with nulls and NaN, a
+    # decimal and numbers held as strings: imputed, scaled and assembled, the
+    # numpy path gives Spark's bits, and a narrow passthrough list still works.
+    every_seventh = F.abs(F.hash("transaction_id")) % 7 == 0
+    df = transactions.select(
+        "transaction_id", "channel", "is_fraud",
+        F.when(~every_seventh, F.col("hour").cast("smallint")).alias("hour_i16"),
+        F.col("txn_count_24h").cast("tinyint").alias("txn_i8"),
+        F.col("account_age_days").cast("bigint").alias("age_i64"),
+        F.when(every_seventh, F.lit(float("nan"))).otherwise(F.col("distance_from_home")).cast("float").alias("dist_f32"),
+        F.when(F.abs(F.hash("transaction_id")) % 5 == 0, None).otherwise(F.col("amount")).alias("amount"),
+        F.col("amount").cast("decimal(12,2)").alias("amount_dec"),
+        F.when(~every_seventh, F.col("hour").cast("string")).alias("hour_str"),
+    )  # fmt: skip
+    model = SegmentAE(
+        labelCol="is_fraud", scaler="robust", imputeStrategy="mean", nClusters=2, categoricalCols=["channel"],
+        numericCols=["hour_i16", "txn_i8", "age_i64", "dist_f32", "amount", "amount_dec", "hour_str"],
+        autoencoder={"hidden_layers": [6], "epochs": 2}, maxRowsPerSegment=400, seed=11,
+    ).fit(df)  # fmt: skip
+    in_numpy, in_spark = _scored_in_spark_and_numpy(model, df, monkeypatch)
+    assert in_numpy == in_spark
+    passthrough = model.copy({model.passthroughCols: ["transaction_id"]}).transform(df)
+    assert passthrough.columns[0] == "transaction_id" and "amount" not in passthrough.columns
+    assert passthrough.count() == df.count()
+
+
 def test_shared_mode_and_small_segment_fallback(transactions, tmp_path):
     common = dict(labelCol="is_fraud", nClusters=3, autoencoder={"hidden_layers": [8], "epochs": 2}, maxRowsPerSegment=400, seed=3)
     shared = SegmentAE(trainingMode="shared", trainingBackend="local", **common).fit(transactions)
