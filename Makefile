@@ -10,7 +10,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv venv-compat demo test test-compat bench bench-quality bench-modes bench-prep clean
+.PHONY: venv venv-compat demo test test-compat bench bench-quality bench-modes bench-prep bench-soak clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,3 +57,6 @@ bench-modes: venv
 
 bench-prep: venv
 	$(PY) benchmarks/preprocessing_clustering.py $(PREP_ARGS)
+
+bench-soak: venv
+	$(PY) benchmarks/soak.py $(SOAK_ARGS)

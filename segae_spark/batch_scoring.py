@@ -23,6 +23,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field
 from functools import reduce
@@ -32,7 +33,7 @@ from pyspark.sql import DataFrame, SparkSession
 from segae_spark.errors import ConfigError
 from segae_spark.io import DateRange, read_table, table_version, write_table
 from segae_spark.io.delta_rs import open_table
-from segae_spark.io.paths import resolve
+from segae_spark.io.paths import detect_format, resolve
 from segae_spark.progress import logger
 from segae_spark.session import has_native_delta
 
@@ -124,6 +125,38 @@ def parse_date(value, name: str) -> dt.date:
         raise ConfigError(f"{name} must be a date as YYYY-MM-DD, got {value!r}") from None
 
 
+def check_score_paths(input_path: str, output_path: str) -> None:
+    """Refuse, before any Spark work, an input that is no table and an output that is the input.
+
+    The input must exist and look like a table (a Delta directory, Parquet or
+    CSV: :func:`~segae_spark.io.paths.detect_format`, which reading would call
+    anyway), so a typo fails before the model is loaded. Scoring reads the
+    input lazily while it writes: an output equal to the input (or nested in
+    it, or around it) would add the scores to the table being read, and an
+    overwrite would delete it. A scheme pyarrow cannot resolve (e.g. ``dbfs:``)
+    is left to the reader and compared as given.
+    """
+
+    def location(path: str) -> str | None:
+        try:
+            table = resolve(path)
+        except ConfigError:
+            return None
+        return os.path.realpath(table.path) if table.is_local else table.path
+
+    source, target = location(input_path), location(output_path)
+    if source is not None:
+        detect_format(resolve(input_path))
+    source = source or str(input_path).rstrip("/")
+    target = target or str(output_path).rstrip("/")
+    if source == target:
+        raise ConfigError(f"output {output_path} is the input table; write the scores to another path")
+    if target.startswith(source + "/"):
+        raise ConfigError(f"output {output_path} is inside the input table {input_path}; write the scores elsewhere")
+    if source.startswith(target + "/"):
+        raise ConfigError(f"input {input_path} is inside the output path {output_path}; write the scores elsewhere")
+
+
 def score_table(
     model,
     spark: SparkSession,
@@ -153,6 +186,7 @@ def score_table(
     """
     ranged = start is not None or end is not None
     _check_request(mode, ranged, start, end, chunk, replace, since_last, since_version)
+    check_score_paths(input_path, output_path)
     date_col = date_col or model.getOrDefault(model.dateCol) or None
     input_version = _version_of(input_path)
     run = ScoreRun(output=output_path, model_id=model.model_id, input_version=input_version)

@@ -1,4 +1,4 @@
-"""The ``segae-spark`` command: demo, generate, train, score, evaluate.
+"""The ``segae-spark`` command: demo, generate, train, score, evaluate, vacuum.
 
 Thin by design: parse, validate, call the library, print. Errors the user can
 fix (SegaeError) become one line on stderr and exit code 2; ``--debug`` keeps
@@ -55,13 +55,18 @@ def cmd_generate(args) -> int:
 
 def _train(spark, input_path: str, config: dict, label_col: str | None):
     from segae_spark.config import to_params
+    from segae_spark.errors import SchemaError
     from segae_spark.io import read_table
     from segae_spark.pipeline import SegmentAE
 
     params = to_params(config)
     if label_col:
         params["labelCol"] = label_col
-    return SegmentAE(**params).fit(read_table(spark, input_path))
+    train = read_table(spark, input_path)
+    try:
+        return SegmentAE(**params).fit(train)
+    except SchemaError as exc:  # about the training rows: say which table they came from
+        raise SchemaError(f"training input {input_path}: {exc}") from None
 
 
 def _options(args, config: dict, section: str, names: tuple[str, ...], required: tuple[str, ...]) -> dict:
@@ -103,7 +108,7 @@ _SCORE_OPTIONS = (
 
 
 def cmd_score(args) -> int:
-    from segae_spark.batch_scoring import score_table
+    from segae_spark.batch_scoring import check_score_paths, score_table
     from segae_spark.config import load_config
 
     config = load_config(args.config)
@@ -111,6 +116,7 @@ def cmd_score(args) -> int:
     # "from" / "to" are Python keywords, hence the attribute names of their flags.
     section.update({"from_date": section.pop("from", None), "to_date": section.pop("to", None)})
     opts = _options(args, {"score": section}, "score", _SCORE_OPTIONS, ("model_dir", "input", "output"))
+    check_score_paths(opts["input"], opts["output"])  # before the session and the model load
     spark = _session(args, config)
     model = _load_model(opts["model_dir"])
     if opts["threshold_ratio"] is not None:
@@ -144,6 +150,17 @@ def cmd_evaluate(args) -> int:
         with open(args.json, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
     print(text)
+    return 0
+
+
+def cmd_vacuum(args) -> int:
+    from segae_spark.io import vacuum_table
+
+    files = vacuum_table(args.table, args.retention_hours, dry_run=args.dry_run, enforce_retention=not args.skip_retention_check)
+    for name in files:
+        print(name)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} {len(files)} unreferenced files under {args.table}", file=sys.stderr)
     return 0
 
 
@@ -244,6 +261,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="what ROC-AUC / PR-AUC rank rows by: the raw score (default) or score_ratio (score / segment threshold)",
     )  # fmt: skip
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "vacuum", parents=[common], help="delete data files of a Delta table that no version references (e.g. left by a killed job)",
+        description="Needs no Spark. Lists or deletes files under the table that the current snapshot does not reference "
+        "and that are older than the retention: orphans of killed or conflicted writes, and files removed by overwrites.",
+    )  # fmt: skip
+    p.add_argument("--table", required=True, help="Delta table path")
+    p.add_argument("--retention-hours", type=int, help="only files older than this (default: the table's retention, 7 days)")
+    p.add_argument("--dry-run", action="store_true", help="list the files, delete nothing")
+    p.add_argument(
+        "--skip-retention-check", action="store_true",
+        help="allow a retention below the table's; only when no job is writing to the table, whose new files are not yet in the log",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_vacuum)
     return parser
 
 

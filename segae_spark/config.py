@@ -130,7 +130,10 @@ def load_config(path: str | None) -> dict:
         raise ConfigError(f"config file {path} does not exist") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-    return validate_config(data or {})
+    try:
+        return validate_config(data or {})
+    except ConfigError as exc:  # name the file as well as the key
+        raise ConfigError(f"config file {path}: {exc}") from None
 
 
 def _lookup(config: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:

@@ -14,6 +14,7 @@ from pyspark.sql import Window
 from pyspark.sql import functions as F
 
 from segae_spark.errors import ConfigError, SchemaError
+from segae_spark.progress import logger
 
 _RANK = "__segae_rank"
 
@@ -139,7 +140,9 @@ def evaluate(
     and the confusion counts are of the flag (``prediction_col``); ROC-AUC and
     PR-AUC rank rows by ``rank_by``: the raw ``score`` (the default, as
     SegmentAE) or the ``score_ratio`` = score / threshold (see :func:`_rank`).
-    Areas are ``None`` where the rows hold one class only.
+    Areas are ``None`` where the rows hold one class only (for the whole
+    table, a warning naming the label column is logged too); a table without
+    one labelled row is a SchemaError.
     """
     if rank_by not in RANK_BY:
         raise ConfigError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}")
@@ -153,6 +156,15 @@ def evaluate(
     labels = [int(r[0]) for r in labelled.select(F.col(label_col).cast("int")).distinct().collect()]  # small: <= 2 values
     if not set(labels) <= {0, 1}:
         raise SchemaError(f"label column {label_col!r} must hold 0/1, found values {sorted(labels)[:10]}")
+    if not labels:
+        raise SchemaError(f"label column {label_col!r} has no labelled rows (the table is empty or the label is always null)")
+    if len(labels) == 1:
+        # Not an error: a quiet day's confusion counts still say how many rows were flagged.
+        logger.warning(
+            "label column %r holds one class only (every labelled row is %d): ROC-AUC and PR-AUC are undefined "
+            "and reported as null",
+            label_col, labels[0],
+        )  # fmt: skip
     total = labelled.agg(*_counts(label_col, prediction_col)).first()
     roc_auc, pr_auc = _global_areas(labelled, label_col) if set(labels) == {0, 1} else (None, None)
     global_metrics = {

@@ -32,7 +32,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from segae_spark.artifacts import ModelArtifact, read_artifact, write_artifact
-from segae_spark.clustering import check_segmenter_params, fit_segmenter, segment_sizes
+from segae_spark.clustering import AUTO, check_segmenter_params, fit_segmenter, segment_sizes
 from segae_spark.clustering.segmenters import nearest_centroids
 from segae_spark.errors import ConfigError, NotFittedError, SchemaError
 from segae_spark.evaluation import evaluate
@@ -140,8 +140,17 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
         key_cols = list(spec.columns) + ([id_col] if id_col and id_col in dataset.columns else [])
         logger.info("fit: %d numeric and %d categorical features: %s", len(spec.numeric), len(spec.categorical), list(spec.columns))
         rows = train.count()
+        rows_text = f"{rows} training rows" + (f" with {label} == 0" if label else "")
         if rows < 2:
-            raise SchemaError(f"need at least 2 training rows, got {rows}" + (f" with {label} == 0" if label else ""))
+            raise SchemaError(f"the training data has {rows_text.replace(' training', '')}; need at least 2")
+        # Cheap now (the rows are counted), before the preprocessing is fitted; the clustering
+        # checks the stricter bound (distinct feature vectors) once the features exist.
+        if get(self.nClusters) == AUTO:
+            smallest_k, name = get(self.nClustersRange)[0], "nClustersRange (config clustering.k_range) starts at"
+        else:
+            smallest_k, name = get(self.nClusters), "nClusters (config clustering.n_clusters) ="
+        if smallest_k > rows:
+            raise ConfigError(f"{name} {smallest_k}, more than the {rows_text}")
         # Lay the rows out by their content hash, so the quantiles, the
         # clustering and the samples below do not depend on the input's order
         # or partitioning: the same rows give the same model.

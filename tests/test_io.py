@@ -33,7 +33,7 @@ from segae_spark.errors import (
     TableExistsError,
     TableNotFoundError,
 )
-from segae_spark.io import WriteResult, read_table, table_row_count, table_version, write_table
+from segae_spark.io import WriteResult, delta_rs, read_table, table_row_count, table_version, vacuum_table, write_table
 from segae_spark.io.arrow_map import ArrowMap, map_in_arrow
 
 UTC = dt.timezone.utc
@@ -282,6 +282,41 @@ def test_same_txn_twice_is_written_once(spark, frame, tmp_path):
     assert read_table(spark, path).count() == 10
 
 
+def _rival_commits_first(monkeypatch, rival) -> None:
+    """Run ``rival()`` (another writer's commit) just before our next commit, after our last look at the log."""
+    real = delta_rs._commit
+
+    def commit_after_the_rival(*args, **kwargs):
+        monkeypatch.setattr(delta_rs, "_commit", real)
+        rival()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(delta_rs, "_commit", commit_after_the_rival)
+
+
+def test_an_append_that_loses_the_commit_race_to_another_append_still_commits(spark, frame, tmp_path, monkeypatch):
+    path = str(tmp_path / "t")
+    write_table(frame(0, 6), path)
+    _rival_commits_first(monkeypatch, lambda: write_table(frame(100, 5), path, mode="append", txn=("day-2", 0)))
+
+    ours = write_table(frame(10, 4), path, mode="append", txn=("day-1", 0))
+
+    assert (ours.skipped, ours.version) == (False, 2)
+    assert read_table(spark, path).count() == 6 + 5 + 4
+
+
+def test_a_retry_racing_its_twin_commits_once(spark, frame, tmp_path, monkeypatch):
+    path = str(tmp_path / "t")
+    write_table(frame(0, 6), path)
+    _rival_commits_first(monkeypatch, lambda: write_table(frame(10, 4), path, mode="append", txn=("day-1", 0)))
+
+    ours = write_table(frame(10, 4), path, mode="append", txn=("day-1", 0))
+
+    assert ours.skipped and ours.version is None
+    assert table_version(path) == 1
+    assert read_table(spark, path).count() == 10
+
+
 def test_failed_job_leaves_table_at_previous_version(spark, frame, tmp_path):
     path = str(tmp_path / "t")
     write_table(frame(0, 6), path)
@@ -299,6 +334,28 @@ def test_failed_job_leaves_table_at_previous_version(spark, frame, tmp_path):
     assert table_version(path) == 0
     assert read_table(spark, path).count() == 6
     assert len(DeltaTable(path).to_pandas()) == 6
+
+
+def test_vacuum_removes_what_a_failed_write_left_and_nothing_else(spark, frame, tmp_path):
+    path = str(tmp_path / "t")
+    write_table(frame(0, 6), path)
+    committed = set(DeltaTable(path).file_uris())
+    orphan = os.path.join(path, "part-of-a-killed-job.parquet")
+    pq.write_table(pa.table({"id": [1]}), orphan)
+
+    assert vacuum_table(path, dry_run=True) == []  # younger than the table's 7-day retention
+    with pytest.raises(ConfigError, match="retention of 0 hours"):
+        vacuum_table(path, retention_hours=0)
+    assert vacuum_table(path, retention_hours=0, enforce_retention=False, dry_run=True) == ["part-of-a-killed-job.parquet"]
+    assert os.path.exists(orphan)
+    assert vacuum_table(path, retention_hours=0, enforce_retention=False) == ["part-of-a-killed-job.parquet"]
+    assert not os.path.exists(orphan)
+    assert set(DeltaTable(path).file_uris()) == committed
+    assert read_table(spark, path).count() == 6
+    with pytest.raises(TableNotFoundError, match="not a Delta table"):
+        vacuum_table(str(tmp_path))
+    with pytest.raises(ConfigError, match="retention_hours"):
+        vacuum_table(path, retention_hours=-1)
 
 
 def test_read_older_version(spark, frame, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from deltalake import DeltaTable
 
+from segae_spark.cli import main
 from segae_spark.config import load_config
 from segae_spark.io import write_table
 
@@ -51,7 +52,7 @@ def test_shipped_score_config_is_valid():
     assert {"model_dir", "input", "output", "from", "to", "chunk"} <= set(score)
 
 
-def test_spark_submit_score_job_matches_the_cli(saved_model_dir, source, tmp_path):
+def test_spark_submit_score_job_matches_the_cli(spark, saved_model_dir, source, tmp_path):
     config = {
         "score": {"model_dir": saved_model_dir, "input": source, "output": str(tmp_path / "submitted"),
                   "from": FIRST, "to": LAST, "chunk": "week"},
@@ -67,9 +68,8 @@ def test_spark_submit_score_job_matches_the_cli(saved_model_dir, source, tmp_pat
     assert submitted.returncode == 0, submitted.stderr[-3000:]
     assert "scored" in submitted.stdout
 
-    # The CLI with the same config, the output overridden on the command line.
-    cli = subprocess.run(_cli("--config", str(path), "--output", str(tmp_path / "cli")), env=_env(), capture_output=True, text=True, timeout=600)
-    assert cli.returncode == 0, cli.stderr[-3000:]
+    # The CLI (in the tests' session) with the same config, the output overridden on the command line.
+    assert main(["score", "--config", str(path), "--output", str(tmp_path / "cli")]) == 0
 
     a, b = _rows(str(tmp_path / "submitted")), _rows(str(tmp_path / "cli"))
     assert len(a) == _expected_rows(source) > 0
@@ -78,10 +78,10 @@ def test_spark_submit_score_job_matches_the_cli(saved_model_dir, source, tmp_pat
     assert [list(map(dict, x)) for x in a["top_features"]] == [list(map(dict, x)) for x in b["top_features"]]
 
 
-def test_a_killed_backfill_resumes_and_writes_every_row_once(saved_model_dir, source, tmp_path):
+def test_a_killed_backfill_resumes_and_writes_every_row_once(spark, saved_model_dir, source, tmp_path, capsys):
     out = tmp_path / "scored"
-    command = _cli("--model-dir", saved_model_dir, "--input", source, "--output", str(out), "--from", FIRST, "--to", LAST, "--chunk", "day")
-    process = subprocess.Popen(command, env=_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = ["--model-dir", saved_model_dir, "--input", source, "--output", str(out), "--from", FIRST, "--to", LAST, "--chunk", "day"]
+    process = subprocess.Popen(_cli(*args), env=_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = out / "_delta_log"
     deadline = time.monotonic() + 600
     try:
@@ -96,8 +96,9 @@ def test_a_killed_backfill_resumes_and_writes_every_row_once(saved_model_dir, so
     partial = len(_rows(str(out)))
     assert 0 < partial < _expected_rows(source)
 
-    rerun = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "already committed" in rerun.stderr
+    # The rerun, in the tests' session.
+    capsys.readouterr()
+    assert main(["score", *args]) == 0
+    assert "already committed" in capsys.readouterr().err
     rows = _rows(str(out))
     assert len(rows) == rows["transaction_id"].nunique() == _expected_rows(source)

@@ -6,7 +6,7 @@ fail later with an obscure message (Spark's Imputer: "surrogate cannot be
 computed") or quietly train a useless model:
 
 * a configured column that is not in the data;
-* a numeric column without one usable value (all null or NaN);
+* a numeric column without one usable value (all null, NaN or infinite);
 * a string column named as numeric whose values do not all parse as numbers
   (the error gives how many do not, and the smallest such value);
 * a categorical column that is entirely null.
@@ -16,7 +16,10 @@ categoricals to string, into new columns so the caller's own columns pass
 through unchanged. Numerics go through ``try_cast``: under ANSI mode (Spark
 4's default) a plain cast fails the whole scoring job on one bad string, so at
 scoring time a value that does not parse becomes null and is imputed like any
-missing value.
+missing value. NaN, +inf and -inf become null too, in training and at scoring:
+an infinite value would otherwise reach the autoencoder and score NaN, which
+is never above a threshold, so the row would silently pass as normal (and in
+training, an infinite min or max would squash the whole column to 0).
 """
 
 from __future__ import annotations
@@ -34,8 +37,13 @@ from segae_spark.errors import ConfigError, SchemaError
 from segae_spark.features.schema import column
 
 
+_INF = float("inf")
+
+
 def _as_double(name: str) -> Column:
-    return try_cast_column(name, "double")
+    """The column as double; null where it does not parse or is NaN / +-inf (imputed like missing values)."""
+    value = try_cast_column(name, "double")
+    return F.when(F.isnan(value) | (F.abs(value) == F.lit(_INF)), F.lit(None).cast("double")).otherwise(value)
 
 
 class _FeatureCasterParams(Params):
@@ -73,7 +81,7 @@ class FeatureCaster(Estimator, _FeatureCasterParams, DefaultParamsWritable, Defa
 
 
 class FeatureCasterModel(Model, _FeatureCasterParams, DefaultParamsWritable, DefaultParamsReadable):
-    """Numerics to double (``try_cast``: unparsable -> null), categoricals to string (nulls kept)."""
+    """Numerics to double (``try_cast``: unparsable, NaN and +-inf -> null), categoricals to string (nulls kept)."""
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         numeric, categorical = self._pairs()
@@ -95,9 +103,9 @@ def check_columns(dataset: DataFrame, numeric: list[str], categorical: list[str]
     exprs = []
     for i, c in enumerate(numeric):
         value = _as_double(c)
-        exprs.append(F.count(F.when(~F.isnan(value), value)).alias(f"usable{i}"))
+        exprs.append(F.count(value).alias(f"usable{i}"))
         if c in strings:
-            unparsable = column(c).isNotNull() & value.isNull()
+            unparsable = column(c).isNotNull() & try_cast_column(c, "double").isNull()
             exprs.append(F.count(F.when(unparsable, 1)).alias(f"bad{i}"))
             exprs.append(F.min(F.when(unparsable, column(c))).alias(f"example{i}"))
     exprs += [F.count(column(c)).alias(f"present{j}") for j, c in enumerate(categorical)]
@@ -112,7 +120,7 @@ def check_columns(dataset: DataFrame, numeric: list[str], categorical: list[str]
                 f"(e.g. {row[f'example{i}']!r}); fix them or list the column as categorical"
             )
         elif row[f"usable{i}"] == 0:
-            problems.append(f"numeric column {c!r} is entirely null (or NaN) in the training data; exclude it")
+            problems.append(f"numeric column {c!r} is entirely null (or NaN / infinite) in the training data; exclude it")
     problems += [
         f"categorical column {c!r} is entirely null in the training data; exclude it"
         for j, c in enumerate(categorical)

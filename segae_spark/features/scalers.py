@@ -14,6 +14,8 @@ at scoring time, and persists them as JSON (no pickle).
 
 from __future__ import annotations
 
+import re
+
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.param import Param, Params, TypeConverters
@@ -25,8 +27,16 @@ from pyspark.sql import functions as F
 from segae_spark.errors import ConfigError, SchemaError
 from segae_spark.features.persistence import PersistentStage
 from segae_spark.features.schema import column
+from segae_spark.progress import logger
 
 SCALERS = ("minmax", "standard", "robust")
+# The preprocessing pipeline's intermediate columns are "__segae_<step>_<user column>";
+# warnings name the user's column.
+_INTERMEDIATE = re.compile(r"^__segae_[a-z]+_")
+
+
+def _source_column(name: str) -> str:
+    return _INTERMEDIATE.sub("", name)
 
 
 class _ColumnScalerParams(HasInputCols, HasOutputCols, HasRelativeError):
@@ -93,9 +103,17 @@ class ColumnScaler(Estimator, _ColumnScalerParams, DefaultParamsWritable, Defaul
         offsets, scales = [], []
         for name, (offset, spread) in zip(inputs, self._statistics(dataset, inputs, method)):
             if offset is None:
-                raise SchemaError(f"numeric column {name!r} is entirely null in the training data; exclude it")
+                raise SchemaError(f"numeric column {_source_column(name)!r} is entirely null in the training data; exclude it")
             offsets.append(float(offset))
             scales.append(1.0 / spread if spread else 1.0)
+            if not spread:
+                what = "has an interquartile range of 0 (median %r)" if method == "robust" else "is constant (every value %r)"
+                logger.warning(
+                    "feature column %r " + what + " in the training data: scaled with scale 1, so it teaches the "
+                    "autoencoder little and a value unlike %r at scoring raises a row's score; exclude it "
+                    "(features.exclude / excludeCols) if that is not wanted",
+                    _source_column(name), float(offset), float(offset),
+                )  # fmt: skip
         model = ColumnScalerModel(offsets, scales)
         self._copyValues(model)
         return model

@@ -9,6 +9,6 @@ per-batch function the delta-rs writer runs in its own Python pass.
 
 from segae_spark.io.arrow_map import ArrowMap
 from segae_spark.io.delta_rs import DateRange
-from segae_spark.io.tables import WriteResult, read_table, table_row_count, table_version, write_table
+from segae_spark.io.tables import WriteResult, read_table, table_row_count, table_version, vacuum_table, write_table
 
-__all__ = ["ArrowMap", "DateRange", "WriteResult", "read_table", "table_row_count", "table_version", "write_table"]
+__all__ = ["ArrowMap", "DateRange", "WriteResult", "read_table", "table_row_count", "table_version", "vacuum_table", "write_table"]

@@ -521,6 +521,29 @@ def _find_commit_version(table: TablePath, write_id: str) -> int:
     return latest.version()  # unreachable unless 100 commits landed meanwhile
 
 
+def vacuum(table: TablePath, retention_hours: int | None, dry_run: bool, enforce_retention: bool) -> list[str]:
+    """Delete (or with ``dry_run`` list) the files under the table no current version needs.
+
+    A "full" vacuum: besides files removed by overwrites, it takes the orphans a
+    killed or conflicted write left behind, which the log never mentions. Only
+    files older than the retention go, because younger ones may belong to a
+    write still running; ``enforce_retention=False`` lets the retention go below
+    the table's ``delta.deletedFileRetentionDuration`` (default 7 days).
+    """
+    dt = open_table(table)
+    if dt is None:
+        raise TableNotFoundError(f"{table.path} is not a Delta table (no _delta_log); there is nothing to vacuum")
+    try:
+        return dt.vacuum(retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=enforce_retention, full=True)
+    except DeltaError as exc:
+        if "retention" in str(exc).lower():
+            raise ConfigError(
+                f"cannot vacuum {table.path} with a retention of {retention_hours} hours: {exc}. Files younger than the "
+                "retention may belong to a write still running; go below the table's retention only when no job writes to it"
+            ) from exc
+        raise SegaeError(f"cannot vacuum Delta table {table.path}: {exc}") from exc
+
+
 def _check_writable(dt: DeltaTable, table: TablePath) -> None:
     protocol = dt.protocol()
     blocked = set(protocol.writer_features or []) & _UNWRITABLE_WRITER_FEATURES

@@ -108,9 +108,9 @@ def detect_format(table: TablePath) -> str:
     if info.type == pafs.FileType.File:
         found = _format_of_name(info.base_name)
         if found is None:
-            raise ConfigError(
-                f"cannot tell the format of {table.path} from its name; "
-                f"pass format= one of {', '.join(FORMATS[1:])}"
+            raise TableNotFoundError(
+                f"{table.path} is not a table: expected a Delta table directory or Parquet / CSV data "
+                f"(files named *.parquet or *.csv, or a directory of them); read_table(format=...) reads a file named otherwise"
             )
         return found
     if is_delta_table(table):

@@ -97,9 +97,24 @@ def _read(spark, path, fmt, version, date_range, added_since) -> DataFrame:
     if table is not None and is_delta_table(table):
         # Its directory also holds files that older versions removed.
         raise ConfigError(f"{table.path} is a Delta table; read it with format='delta' (or None), not {fmt!r}")
-    if fmt == "parquet":
-        return spark.read.parquet(location)
-    return spark.read.option("header", "true").option("inferSchema", "true").csv(location)
+    try:
+        if fmt == "parquet":
+            return spark.read.parquet(location)
+        return spark.read.option("header", "true").option("inferSchema", "true").csv(location)
+    except Exception as exc:  # Py4JJavaError / AnalysisException from reading the footers or inferring the schema
+        raise TableNotFoundError(f"{location} cannot be read as {fmt}: {_reason(exc)}") from None
+
+
+def _reason(exc: Exception) -> str:
+    """The root cause of a JVM read failure, in one line (its last "Caused by:"), else its first line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    causes = [line.removeprefix("Caused by:").strip() for line in lines if line.startswith("Caused by:")]
+    reason = causes[-1] if causes else (lines[0] if lines else type(exc).__name__)
+    # "java.lang.RuntimeException: file:/x is not a Parquet file ..." -> "file:/x is not a Parquet file ..."
+    head, sep, rest = reason.partition(": ")
+    if sep and "." in head and " " not in head:
+        reason = rest
+    return reason[:300]
 
 
 def _rows_in_range(df: DataFrame, rng: DateRange, path: str) -> DataFrame:
@@ -206,6 +221,28 @@ def table_version(path: str) -> int | None:
         return None
     dt = delta_rs.open_table(table)
     return None if dt is None else dt.version()
+
+
+def vacuum_table(
+    path: str, retention_hours: int | None = None, dry_run: bool = False, enforce_retention: bool = True
+) -> list[str]:
+    """Remove the data files of the Delta table at ``path`` that no current version references.
+
+    A job killed before its commit (or a write that lost a conflict) leaves its
+    data files behind; no snapshot ever reads them, but they take space. This
+    deletes them, and files that overwrites removed, once they are older than
+    ``retention_hours`` (default: the table's ``delta.deletedFileRetentionDuration``,
+    7 days). Returns the files deleted, or with ``dry_run`` the files it would
+    delete. A retention below the table's own is refused unless
+    ``enforce_retention=False``: run that only when no job is writing to the
+    table, since a running write's files are not yet in the log either.
+    """
+    if retention_hours is not None and (not isinstance(retention_hours, int) or retention_hours < 0):
+        raise ConfigError(f"retention_hours must be a whole number of hours >= 0, got {retention_hours!r}")
+    table = resolve(path)
+    files = delta_rs.vacuum(table, retention_hours, dry_run, enforce_retention)
+    logger.info("vacuum %s: %d unreferenced files %s", table.path, len(files), "found (dry run)" if dry_run else "deleted")
+    return sorted(files)
 
 
 def table_row_count(spark: SparkSession, path: str, format: str | None = None, version: int | None = None) -> int:

@@ -784,10 +784,20 @@ def _read_npz(data: bytes) -> dict[str, np.ndarray]:
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise ArtifactError("weights are a single .npy array, expected an .npz archive")
     with archive:
-        try:
-            return {name: archive[name] for name in archive.files}
-        except Exception as exc:  # pickled/object arrays, truncated members
-            raise ArtifactError(f"weights archive has an unreadable member: {exc}") from None
+        arrays = {}
+        for name in archive.files:
+            try:
+                arrays[name] = archive[name]
+            except ValueError as exc:
+                if "allow_pickle" in str(exc):  # an object array: its bytes are a pickle, never run
+                    raise ArtifactError(
+                        f"weights archive has an unreadable member {name!r}: a pickled object array "
+                        "(model files never contain pickles; refusing to load it)"
+                    ) from None
+                raise ArtifactError(f"weights archive has an unreadable member {name!r}: {exc}") from None
+            except Exception as exc:  # truncated members, bad headers
+                raise ArtifactError(f"weights archive has an unreadable member {name!r}: {exc}") from None
+        return arrays
 
 
 def _dense_stack_v1(arrays: dict[str, np.ndarray]) -> NumpyAutoencoder:
