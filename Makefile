@@ -10,19 +10,28 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv venv-compat demo test test-compat bench bench-quality bench-modes bench-prep bench-soak clean
+.PHONY: venv venv-compat demo test test-compat bench bench-quality bench-modes bench-prep bench-soak bench-optimizer clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[spark,dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[spark,dev,mlflow]"
 	touch $@
 
 venv: $(VENV)/.installed
 
+# tests/test_report.py renders the HTML report in headless Chromium (Debian's
+# chromium package). Best effort: without apt-get or root the install is
+# skipped and that test skips too (it fails only under CI=true).
+.PHONY: browser
+browser:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; } || \
+	  echo "chromium not installed: tests/test_report.py skips its browser check"
+
 demo: venv
 	$(VENV)/bin/segae-spark demo $(DEMO_ARGS)
 
-test: venv
+test: venv browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 COMPAT_VENV := .venv-compat
@@ -60,3 +69,6 @@ bench-prep: venv
 
 bench-soak: venv
 	$(PY) benchmarks/soak.py $(SOAK_ARGS)
+
+bench-optimizer: venv
+	$(PY) benchmarks/optimizer.py $(OPTIMIZER_ARGS)

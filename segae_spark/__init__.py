@@ -22,6 +22,7 @@ if find_spec("pyspark") is None:
 _EXPORTS = {
     "SegmentAE": "segae_spark.pipeline",
     "SegmentAEModel": "segae_spark.pipeline",
+    "SegmentAEOptimizer": "segae_spark.optimizer",
     "get_or_create_session": "segae_spark.session",
     "generate_transactions": "segae_spark.data",
     "read_table": "segae_spark.io",

@@ -15,6 +15,8 @@
       models/NAME.keras    the same model for Keras users
       train_errors.npz     each segment's sorted training errors per metric, so
                            threshold rules can change without retraining
+      supervised/          the optional second stage: a Spark ML PipelineModel
+                           (assembler + random forest / GBT) on per-feature errors
 
 No pickle anywhere: loading reads JSON, Parquet and ``.npz`` with
 ``allow_pickle=False``, so a model directory cannot run code. Every file is
@@ -23,10 +25,8 @@ checked against the manifest's SHA-256 before use.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -41,13 +41,22 @@ from segae_spark.clustering import load_segmenter
 from segae_spark.compat import save_params_metadata
 from segae_spark.errors import ArtifactError
 from segae_spark.features.schema import FeatureSpec
+from segae_spark.model_files import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    TRAIN_ERRORS,
+    check_weights,
+    file_checksums,
+    filesystem_of,
+    read_manifest,
+    read_train_errors,
+    verify_checksums,
+)
+from segae_spark.supervised import SupervisedConfig, SupervisedStage
 from segae_spark.training.segments import TrainedModel
 
-FORMAT = "segae-spark-model"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-TRAIN_ERRORS = "train_errors.npz"
-_SKIP_CHECKSUM = (".crc", "_SUCCESS")
+SUPERVISED = "supervised"
 
 
 @dataclass
@@ -62,12 +71,7 @@ class ModelArtifact:
     segments: list[dict]
     train_errors: dict[int, dict[str, np.ndarray]]
     training: dict = field(default_factory=dict)
-
-
-def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in path:
-        return pafs.FileSystem.from_uri(path)
-    return pafs.LocalFileSystem(), os.path.abspath(path)
+    supervised: SupervisedStage | None = None
 
 
 def dependency_versions() -> dict[str, str]:
@@ -81,27 +85,18 @@ def dependency_versions() -> dict[str, str]:
     return versions
 
 
-def _checksums(filesystem: pafs.FileSystem, root: str) -> dict[str, str]:
-    sums = {}
-    for info in filesystem.get_file_info(pafs.FileSelector(root, recursive=True)):
-        relative = os.path.relpath(info.path, root)
-        if info.type != pafs.FileType.File or relative == MANIFEST or info.base_name.endswith(_SKIP_CHECKSUM):
-            continue
-        with filesystem.open_input_stream(info.path) as stream:
-            sums[relative] = hashlib.sha256(stream.readall()).hexdigest()
-    return dict(sorted(sums.items()))
-
-
 def write_artifact(path: str, model, spark) -> None:
     """Write ``model`` (a fitted SegmentAEModel) as a model directory at ``path``."""
     artifact: ModelArtifact = model.artifact
-    filesystem, root = _filesystem(path)
+    filesystem, root = filesystem_of(path)
     info = filesystem.get_file_info(root)
     if info.type != pafs.FileType.NotFound and filesystem.get_file_info(f"{root}/{MANIFEST}").type != pafs.FileType.NotFound:
         raise ArtifactError(f"{path} already holds a model; use model.write().overwrite().save(path) to replace it")
     save_params_metadata(model, path, spark)
     artifact.preprocessing.write().overwrite().save(f"{path}/preprocessing")
     artifact.segmenter.write().overwrite().save(f"{path}/segmenter")
+    if artifact.supervised is not None:
+        artifact.supervised.model.write().overwrite().save(f"{path}/{SUPERVISED}")
     filesystem.create_dir(f"{root}/models", recursive=True)
     for name, trained in artifact.models.items():
         for suffix, blob in ((".npz", trained.npz), (".keras", trained.keras)):
@@ -131,117 +126,20 @@ def write_artifact(path: str, model, spark) -> None:
         "segments": artifact.segments,
         "models": {name: m.training for name, m in artifact.models.items()},
         "training": artifact.training,
-        "checksums": _checksums(filesystem, root),
+        "supervised": (
+            {"config": artifact.supervised.config.to_dict(), **artifact.supervised.info} if artifact.supervised is not None else None
+        ),
+        "checksums": file_checksums(filesystem, root),
     }
     with filesystem.open_output_stream(f"{root}/{MANIFEST}") as out:
         out.write(json.dumps(manifest, indent=2, sort_keys=True).encode())
-
-
-# Keys a manifest must hold, with their JSON types, so a damaged or hand-edited
-# manifest is refused by name here instead of failing later with a KeyError.
-_REQUIRED_KEYS = {"features": dict, "params": dict, "segments": list, "models": dict, "checksums": dict}
-_REQUIRED_FEATURE_KEYS = {"numeric": list, "categorical": list, "names": list}
-_JSON_TYPES = {dict: "an object", list: "a list"}
-
-
-def _check_keys(where: str, data: dict, required: dict) -> None:
-    missing = sorted(k for k in required if k not in data)
-    if missing:
-        raise ArtifactError(f"{where} lacks key(s) {missing}; the model directory is damaged")
-    for key, kind in required.items():
-        if not isinstance(data[key], kind):
-            raise ArtifactError(f"{where}: key {key!r} must be {_JSON_TYPES[kind]}, got {type(data[key]).__name__}")
-
-
-def read_manifest(path: str) -> dict:
-    """Read and check the manifest of the model directory at ``path``.
-
-    Everything loading needs is checked here (format, version, required keys
-    and their types), so a damaged manifest is one ArtifactError naming the
-    file and the key, never a KeyError from deeper down.
-    """
-    filesystem, root = _filesystem(path)
-    where = f"{path}/{MANIFEST}"
-    try:
-        with filesystem.open_input_stream(f"{root}/{MANIFEST}") as stream:
-            manifest = json.loads(stream.readall())
-    except FileNotFoundError:
-        raise ArtifactError(f"{path} is not a segae-spark model directory: {MANIFEST} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{where} is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict):
-        raise ArtifactError(f"{where} must hold a JSON object, got {type(manifest).__name__}")
-    if manifest.get("format") != FORMAT:
-        raise ArtifactError(f"{where} is not a {FORMAT} manifest (format={manifest.get('format')!r})")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
-        raise ArtifactError(
-            f"{path} has model format version {version!r}; this segae-spark {__version__} reads up to {FORMAT_VERSION}"
-        )
-    _check_keys(where, manifest, _REQUIRED_KEYS)
-    _check_keys(f"{where}: features", manifest["features"], _REQUIRED_FEATURE_KEYS)
-    return manifest
-
-
-def verify_checksums(path: str, manifest: dict) -> None:
-    """Raise ArtifactError naming every file that is missing or whose SHA-256 differs from the manifest's."""
-    filesystem, root = _filesystem(path)
-    expected = manifest["checksums"]
-    actual = _checksums(filesystem, root)
-    missing = sorted(set(expected) - set(actual))
-    changed = sorted(name for name in expected if name in actual and actual[name] != expected[name])
-    problems = ([f"changed files {changed} (SHA-256 checksum differs from {MANIFEST})"] if changed else []) + (
-        [f"missing files {missing}"] if missing else []
-    )
-    if problems:
-        raise ArtifactError(f"model directory {path} is damaged: {'; '.join(problems)}")
-
-
-def _check_weights(path: str, relative: str, blob: bytes) -> None:
-    """Parse ``.npz`` weights now, on the driver, so a bad file fails the load and names itself.
-
-    Executors would otherwise meet it in the middle of a scoring job. The
-    parse never unpickles (``allow_pickle=False``): an object array, the only
-    way an ``.npz`` can carry code, is refused here.
-    """
-    from segae_spark.models.numpy_engine import load_engine
-
-    try:
-        load_engine(blob)
-    except ArtifactError as exc:
-        raise ArtifactError(f"model directory {path}: {relative}: {exc}") from None
-
-
-def _read_train_errors(path: str, data: bytes) -> dict[int, dict[str, np.ndarray]]:
-    """``segment_<n>__<metric>`` arrays of ``train_errors.npz``; ArtifactError on pickles or bad names."""
-    where = f"model directory {path}: {TRAIN_ERRORS}"
-    train_errors: dict[int, dict[str, np.ndarray]] = {}
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as stored:
-            for key in stored.files:
-                segment, _, metric = key.removeprefix("segment_").partition("__")
-                if not segment.isdigit() or not metric:
-                    raise ArtifactError(f"{where} has an unexpected array {key!r}")
-                values = stored[key]
-                if values.dtype.kind not in "fiu":
-                    raise ArtifactError(f"{where}: array {key!r} holds {values.dtype}, expected numbers")
-                train_errors.setdefault(int(segment), {})[metric] = values
-    except ArtifactError:
-        raise
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise ArtifactError(f"{where} holds a pickled object array; model files never contain pickles, refusing to load") from None
-        raise ArtifactError(f"{where} is not a readable .npz archive: {exc}") from None
-    except Exception as exc:  # BadZipFile, OSError, EOFError ...
-        raise ArtifactError(f"{where} is not a readable .npz archive: {exc}") from None
-    return train_errors
 
 
 def read_artifact(path: str) -> tuple[ModelArtifact, dict]:
     """Load the model directory at ``path``: (learned state, params)."""
     manifest = read_manifest(path)
     verify_checksums(path, manifest)
-    filesystem, root = _filesystem(path)
+    filesystem, root = filesystem_of(path)
     models = {}
     for name, training in manifest["models"].items():
         blobs = {}
@@ -252,13 +150,13 @@ def read_artifact(path: str) -> tuple[ModelArtifact, dict]:
         if ".keras" not in blobs:
             raise ArtifactError(f"model directory {path} lacks models/{name}.keras")
         if ".npz" in blobs:
-            _check_weights(path, f"models/{name}.npz", blobs[".npz"])
+            check_weights(path, f"models/{name}.npz", blobs[".npz"])
         models[name] = TrainedModel(name, blobs.get(".npz"), blobs[".keras"], training)
     features = manifest["features"]
     if TRAIN_ERRORS not in manifest["checksums"]:
         raise ArtifactError(f"model directory {path}: {MANIFEST} has no checksum for {TRAIN_ERRORS}; the directory is damaged")
     with filesystem.open_input_stream(f"{root}/{TRAIN_ERRORS}") as stream:
-        train_errors = _read_train_errors(path, stream.readall())
+        train_errors = read_train_errors(path, stream.readall())
     artifact = ModelArtifact(
         spec=FeatureSpec.from_dict(features),
         feature_names=list(features["names"]),
@@ -268,5 +166,14 @@ def read_artifact(path: str) -> tuple[ModelArtifact, dict]:
         segments=manifest["segments"],
         train_errors=train_errors,
         training=manifest.get("training", {}),
+        supervised=_read_supervised(path, manifest.get("supervised")),
     )
     return artifact, manifest["params"]
+
+
+def _read_supervised(path: str, recorded: dict | None) -> SupervisedStage | None:
+    """The supervised second stage the manifest records, if any."""
+    if not recorded:
+        return None
+    info = {k: v for k, v in recorded.items() if k != "config"}
+    return SupervisedStage(PipelineModel.load(f"{path}/{SUPERVISED}"), SupervisedConfig.from_dict(recorded["config"]), info)

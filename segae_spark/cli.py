@@ -1,4 +1,4 @@
-"""The ``segae-spark`` command: demo, generate, train, score, evaluate, vacuum.
+"""The ``segae-spark`` command: demo, generate, train, score, evaluate, optimize, report, vacuum.
 
 Thin by design: parse, validate, call the library, print. Errors the user can
 fix (SegaeError) become one line on stderr and exit code 2; ``--debug`` keeps
@@ -90,6 +90,11 @@ def cmd_train(args) -> int:
 
     config = load_config(args.config)
     opts = _options(args, config, "train", ("input", "model_dir", "overwrite"), ("input", "model_dir"))
+    tracking = dict(config.get("mlflow") or {})
+    if args.mlflow or tracking.get("enabled"):
+        from segae_spark.tracking import require_mlflow
+
+        require_mlflow()  # a missing mlflow fails before the training does
     spark = _session(args, config)
     model = _train(spark, opts["input"], config, args.label_col)
     writer = model.write()
@@ -98,7 +103,23 @@ def cmd_train(args) -> int:
     writer.save(opts["model_dir"])
     print(f"model {model.model_id} saved to {opts['model_dir']}")
     _print_segments(model.segment_summary())
+    if args.mlflow or tracking.get("enabled"):
+        _log_training(spark, opts, config, tracking)
     return 0
+
+
+def _log_training(spark, opts: dict, config: dict, tracking: dict) -> None:
+    """``train --mlflow``: the saved model as an MLflow run, with the config as params (see segae_spark.tracking)."""
+    from segae_spark.io import read_table
+    from segae_spark.tracking import log_model_run
+
+    example = read_table(spark, opts["input"]).limit(5).toPandas()  # small: 5 rows, the pyfunc model's input example
+    params = {key: value for key, value in config.items() if key != "mlflow"}
+    params["train"] = {**(config.get("train") or {}), "input": opts["input"], "model_dir": opts["model_dir"]}
+    run = log_model_run(
+        opts["model_dir"], params, run_name=tracking.get("run_name"), experiment=tracking.get("experiment"), input_example=example
+    )
+    print(f"MLflow run {run.run_id} (experiment {run.experiment_id}); pyfunc model {run.model_uri or 'not logged'}")
 
 
 _SCORE_OPTIONS = (
@@ -150,6 +171,101 @@ def cmd_evaluate(args) -> int:
         with open(args.json, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
     print(text)
+    return 0
+
+
+_OPTIMIZE_OPTIONS = ("train", "validation", "validation_fraction", "out", "overwrite", "metric", "rank_by", "parallelism")
+
+
+def cmd_optimize(args) -> int:
+    from segae_spark.config import load_config, to_params
+    from segae_spark.io import read_table
+    from segae_spark.optimizer import SegmentAEOptimizer, output_paths, split_validation
+    from segae_spark.pipeline import SegmentAE
+    from segae_spark.report import write_report
+
+    config = load_config(args.config)
+    opts = _options(args, config, "optimize", _OPTIMIZE_OPTIONS, ("train", "out"))
+    grid = (config.get("optimize") or {}).get("grid") or {}
+    params = to_params(config)
+    if args.label_col:
+        params["labelCol"] = args.label_col
+    estimator = SegmentAE(**params)
+    optimizer = SegmentAEOptimizer(
+        estimator,
+        autoencoders=grid.get("autoencoders"),
+        cluster_models=grid.get("cluster_models"),
+        n_clusters=grid.get("n_clusters"),
+        training_modes=grid.get("training_modes"),
+        threshold_ratios=grid.get("threshold_ratios"),
+        metric=opts["metric"] or "pr_auc",
+        rank_by=opts["rank_by"] or "score",
+        parallelism=opts["parallelism"],
+        supervised=grid.get("supervised"),
+    )
+    output_paths(opts["out"], bool(opts["overwrite"]))  # existing results refused before the search, not after
+    tracking = dict(config.get("mlflow") or {})
+    if args.mlflow or tracking.get("enabled"):
+        from segae_spark.tracking import require_mlflow
+
+        require_mlflow()  # a missing mlflow fails before the search does
+    spark = _session(args, config)
+    train = read_table(spark, opts["train"])
+    if opts["validation"]:
+        validation = read_table(spark, opts["validation"])
+    else:
+        seed = estimator.getOrDefault(estimator.seed)
+        train, validation = split_validation(train, opts["validation_fraction"] or 0.3, seed)
+    result = optimizer.fit(train, validation)
+    paths = result.save(opts["out"], overwrite=bool(opts["overwrite"]))
+    report = os.path.join(opts["out"], "report.html")
+    write_report(result.best_model, validation, report, label_col=result.best_model.getOrDefault("labelCol"),
+                 input_name=f"validation rows ({opts['validation'] or 'held out of ' + opts['train']})")  # fmt: skip
+    _print_leaderboard(result.leaderboard, result.metric, args.top)
+    print(f"best model {result.best['model_id']} (candidate {result.best['candidate']}, threshold ratio "
+          f"{result.best['threshold_ratio']:g}) saved to {paths['model']}")  # fmt: skip
+    print(f"leaderboard: {paths['csv']} and Delta table {paths['delta']}; report of the best model: {report}")
+    if args.mlflow or tracking.get("enabled"):
+        from segae_spark.tracking import log_model_run
+
+        params = {key: value for key, value in config.items() if key != "mlflow"}
+        metrics = {k: v for k, v in result.best.items() if isinstance(v, (int, float)) and k not in ("rank", "candidate")}
+        run = log_model_run(
+            paths["model"], params, metrics, report_path=report, run_name=tracking.get("run_name"),
+            experiment=tracking.get("experiment"), artifacts=[paths["csv"]],
+        )  # fmt: skip
+        print(f"MLflow run {run.run_id} (experiment {run.experiment_id}); pyfunc model {run.model_uri or 'not logged'}")
+    return 0
+
+
+def _print_leaderboard(rows: list[dict], metric: str, top: int) -> None:
+    def fmt(value):
+        return "   n/a" if value is None else f"{value:6.4f}"
+
+    print(f"  {'rank':>4}  {'cand':>4}  {'clusterer':<17} {'k':>4}  {'mode':<11} {'ratio':>6}  "
+          f"{'pr_auc':>6}  {'roc_auc':>7}  {'f1':>6}  {'recall':>6}  {'prec':>6}  autoencoder [+ second stage]")  # fmt: skip
+    for r in rows[:top]:
+        print(
+            f"  {r['rank']:>4}  {r['candidate']:>4}  {r['cluster_model']:<17} {r['n_clusters']:>4}  {r['training_mode']:<11} "
+            f"{r['threshold_ratio']:>6g}  {fmt(r['pr_auc'])}  {fmt(r['roc_auc']):>7}  {fmt(r['f1'])}  {fmt(r['recall'])}  "
+            f"{fmt(r['precision'])}  {r['autoencoder']}" + ("" if r["second_stage"] == "none" else f" + {r['second_stage']}")
+        )
+    if len(rows) > top:
+        print(f"  ... {len(rows) - top} more rows (ranked by {metric}) in the leaderboard files")
+
+
+def cmd_report(args) -> int:
+    from segae_spark.io import read_table
+    from segae_spark.report import write_report
+
+    spark = _session(args, {})
+    model = _load_model(args.model_dir)
+    if args.threshold_ratio is not None:
+        model.setThresholdRatio(args.threshold_ratio)
+    report = write_report(
+        model, read_table(spark, args.input), args.out, label_col=args.label_col, input_name=args.input, top_features=args.top_features
+    )  # fmt: skip
+    print(report.render())
     return 0
 
 
@@ -219,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-col", help="0/1 label; only label==0 rows train")
     p.add_argument("--config", help="YAML config (see conf/train.yaml)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
+    p.add_argument(
+        "--mlflow", action="store_true",
+        help="log the run to MLflow's tracking URI: params, metrics, the model directory, a pyfunc model (or mlflow.enabled in --config)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -261,6 +381,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="what ROC-AUC / PR-AUC rank rows by: the raw score (default) or score_ratio (score / segment threshold)",
     )  # fmt: skip
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "optimize", parents=[common], help="grid-search autoencoders, clusterers, cluster counts, modes and threshold ratios",
+        description="Trains every candidate of the optimize.grid section of --config (see conf/optimize.yaml), ranks "
+        "them on labelled validation rows and saves the leaderboard (CSV and Delta), the best model and its report "
+        "(report.html, on the validation rows) under --out.",
+    )  # fmt: skip
+    p.add_argument("--config", required=True, help="YAML config with an optimize: section (see conf/optimize.yaml)")
+    p.add_argument("--train", help="training table (or optimize.train)")
+    p.add_argument("--validation", help="labelled validation table (default: a seeded validation_fraction split of --train)")
+    p.add_argument("--validation-fraction", type=float, help="share of --train held out when --validation is not given (default 0.3)")
+    p.add_argument("--label-col", help="0/1 label (or label_col in --config)")
+    p.add_argument("--out", help="directory for leaderboard.csv, leaderboard/ (Delta) and best_model/ (or optimize.out)")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier results under --out")
+    p.add_argument("--metric", choices=["pr_auc", "roc_auc", "f1", "recall", "precision"], help="rank by (default pr_auc)")
+    p.add_argument("--rank-by", choices=RANK_BY, help="what ROC-AUC / PR-AUC rank rows by (default score)")
+    p.add_argument("--parallelism", type=_positive, help="candidates training at once (default 2, more on large clusters)")
+    p.add_argument("--top", type=_positive, default=10, help="leaderboard rows to print (default 10)")
+    p.add_argument(
+        "--mlflow", action="store_true",
+        help="log the best model, its metrics, the report and the leaderboard to MLflow (or mlflow.enabled in --config)",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_optimize)
+
+    p = sub.add_parser(
+        "report", parents=[common], help="score a table and write a self-contained HTML report with plots and metrics",
+        description="One HTML file (images embedded): error histograms and box plots per segment, ROC / PR curves and "
+        "metrics (with --label-col), segment sizes and the top features of flagged rows, all from Spark aggregates.",
+    )  # fmt: skip
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--input", required=True, help="Delta directory, Parquet or CSV")
+    p.add_argument("--label-col", help="0/1 label: adds ROC / PR curves, confusion counts and metrics")
+    p.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
+    p.add_argument("--threshold-ratio", type=float, default=None, help="override the model's threshold ratio")
+    p.add_argument("--top-features", type=_positive, default=3, help="top features per row counted among flagged rows (default 3)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
         "vacuum", parents=[common], help="delete data files of a Delta table that no version references (e.g. left by a killed job)",

@@ -36,6 +36,8 @@ SCHEMA: dict[str, Any] = {
     # Paths and options of the train and score commands (`segae-spark train|score
     # --config`, jobs/*.py); a command-line option overrides the same key here.
     "train": {"input": str, "model_dir": str, "overwrite": bool},
+    # MLflow tracking of `segae-spark train` (`--mlflow` sets enabled); see segae_spark.tracking.
+    "mlflow": {"enabled": bool, "experiment": str, "run_name": str},
     "score": {
         "model_dir": str,
         "input": str,
@@ -50,6 +52,26 @@ SCHEMA: dict[str, Any] = {
         "since_last": bool,
         "since_version": int,
         "threshold_ratio": (int, float),
+    },
+    # `segae-spark optimize --config` (conf/optimize.yaml): the grid and where its results go;
+    # every other section gives the params the grid's candidates share.
+    "optimize": {
+        "train": str,
+        "validation": str,
+        "validation_fraction": float,
+        "out": str,
+        "overwrite": bool,
+        "metric": str,
+        "rank_by": str,
+        "parallelism": int,
+        "grid": {
+            "autoencoders": list,
+            "cluster_models": list,
+            "n_clusters": list,
+            "training_modes": list,
+            "threshold_ratios": list,
+            "supervised": list,
+        },
     },
 }
 

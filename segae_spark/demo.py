@@ -3,7 +3,8 @@
 Generate a Delta table of card transactions, train on the normal rows of the
 first two thirds of the period (the past), score the whole table (a backfill)
 into a second Delta table, and evaluate on the last third (the future the
-model never saw). Metrics go to a third Delta table and to JSON.
+model never saw). Metrics go to a third Delta table and to JSON, and the
+test period's plots and tables to ``report.html``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from segae_spark.evaluation import evaluate
 from segae_spark.io import read_table, write_table
 from segae_spark.pipeline import SegmentAE
 from segae_spark.progress import stage
+from segae_spark.report import write_scored_report
 
 START_DATE = "2024-01-01"
 DAYS = 90
@@ -72,6 +74,7 @@ class DemoSummary:
             f"  scored table       {self.paths['scored']} (Delta version {self.scored_version}, {self.scored_rows:,} rows)",
             f"  metrics            {self.paths['metrics']} (Delta) and {self.paths['metrics_json']}",
             f"  model              {self.paths['model']}",
+            f"  report             {self.paths['report']}",
         ]
         return "\n".join(lines)
 
@@ -109,6 +112,7 @@ def run_demo(
         "scored": os.path.join(workdir, "scored"),
         "metrics": os.path.join(workdir, "metrics"),
         "metrics_json": os.path.join(workdir, "metrics.json"),
+        "report": os.path.join(workdir, "report.html"),
     }
     cutoff = (dt.date.fromisoformat(START_DATE) + dt.timedelta(days=DAYS * 2 // 3)).isoformat()
     timings: dict[str, float] = {}
@@ -140,6 +144,11 @@ def run_demo(
         with open(paths["metrics_json"], "w", encoding="utf-8") as fh:
             json.dump(metrics, fh, indent=2)
         scored_rows = scored.count()
+    with stage("report", timings):
+        write_scored_report(
+            scored.filter(F.col("event_date") >= F.lit(cutoff)), model, paths["report"], label_col="is_fraud",
+            input_name=f"{paths['scored']}, event_date >= {cutoff} (the test period)", metrics=metrics,
+        )  # fmt: skip
     timings["total"] = round(time.perf_counter() - total_start, 3)
     return DemoSummary(
         rows=rows,

@@ -201,3 +201,47 @@ def evaluate(
             }
         )
     return {"global": global_metrics, "rank_by": rank_by, "segments": segments}
+
+
+def threshold_sweep(
+    scored: DataFrame,
+    label_col: str,
+    thresholds: list[dict[int, float]],
+    score_col: str = "anomaly_score",
+    segment_col: str = "segment",
+    threshold_col: str = "threshold",
+    rank_by: str = "score",
+) -> tuple[float | None, float | None, list[dict]]:
+    """ROC-AUC, PR-AUC and the flag's metrics under each of several per-segment threshold sets.
+
+    What a grid over threshold ratios needs from one scored table: the areas
+    do not depend on the thresholds (a ratio scales every threshold of a
+    model alike, so even the ``score_ratio`` ranking is unchanged) and are
+    computed once; the confusion counts of every threshold set come from one
+    aggregation that flags each row as scoring does (``score > threshold``).
+    ``thresholds`` holds one ``{segment: threshold}`` per set; the result
+    lists each set's metrics in the same order.
+    """
+    if rank_by not in RANK_BY:
+        raise ConfigError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}")
+    labelled = scored.filter(F.col(label_col).isNotNull())
+    y = F.col(label_col).cast("int") == 1
+    score = F.col(score_col).cast("double")
+    sums = [F.count(F.lit(1)).alias("rows"), F.sum(y.cast("long")).alias("p")]
+    for i, by_segment in enumerate(thresholds):
+        threshold = F.create_map(*[F.lit(x) for seg, t in sorted(by_segment.items()) for x in (int(seg), float(t))])
+        flag = score > threshold[F.col(segment_col)]
+        sums += [F.sum((flag & y).cast("long")).alias(f"tp{i}"), F.sum((flag & ~y).cast("long")).alias(f"fp{i}")]
+    total = labelled.agg(*sums).first()  # small: one row
+    rows, positives = int(total["rows"]), int(total["p"] or 0)
+    if rows == 0:
+        raise SchemaError(f"label column {label_col!r} has no labelled rows (the table is empty or the label is always null)")
+    areas = (None, None)
+    if 0 < positives < rows:
+        ranked = labelled.select(label_col, _rank(score_col, threshold_col, rank_by).alias(_RANK))
+        areas = _global_areas(ranked, label_col)
+    metrics = []
+    for i in range(len(thresholds)):
+        tp, fp = int(total[f"tp{i}"] or 0), int(total[f"fp{i}"] or 0)
+        metrics.append({"rows": rows, **_confusion_metrics(tp, fp, positives - tp, rows - positives - fp)})
+    return areas[0], areas[1], metrics

@@ -61,6 +61,8 @@ class SegmentAEParams(HasSeed):
     scoredAtCol = Param(Params._dummy(), "scoredAtCol", "output column: UTC timestamp of the transform call, one value per call; empty = no such column", TypeConverters.toString)
     passthroughCols = Param(Params._dummy(), "passthroughCols", "input columns copied to the output; empty = all", TypeConverters.toListString)
     predictionCol = Param(Params._dummy(), "predictionCol", "output column: 1 if the score exceeds the threshold", TypeConverters.toString)
+    probabilityCol = Param(Params._dummy(), "probabilityCol", "output column of the supervised second stage (when the model has one): the fraud probability", TypeConverters.toString)
+    fraudPredictionCol = Param(Params._dummy(), "fraudPredictionCol", "output column of the supervised second stage: 1 if the fraud probability exceeds 0.5", TypeConverters.toString)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -96,6 +98,8 @@ class SegmentAEParams(HasSeed):
             thresholdCol="threshold",
             scoreRatioCol="score_ratio",
             predictionCol="is_anomaly",
+            probabilityCol="fraud_probability",
+            fraudPredictionCol="fraud_prediction",
             topFeatures=3,
             topFeaturesCol="top_features",
             modelIdCol="model_id",

@@ -51,6 +51,7 @@ from segae_spark.models.user_keras import UserKerasConfig
 from segae_spark.params import SegmentAEParams
 from segae_spark.progress import logger, stage
 from segae_spark.scoring import FEATURE_ERRORS_COL, OutputColumns, ScoringPlan, score
+from segae_spark.supervised import SupervisedConfig, add_probability, classifier_inputs, fit_classifier
 from segae_spark.thresholds import ErrorStats, check_ratio
 from segae_spark.training.backends import TRAINING_BACKENDS, train_models
 from segae_spark.training.sampling import hash_uniform, row_hash
@@ -59,6 +60,7 @@ from segae_spark.training.segments import TRAINING_MODES, model_plan
 _SEGMENT = "__segae_segment"
 _HASH = "__segae_hash"
 _X = "__segae_x"
+_STAGE_THRESHOLD = "__segae_stage_threshold"
 
 
 def _output_columns(params: SegmentAEParams) -> OutputColumns:
@@ -121,8 +123,21 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
         return spec, config
 
     def _fit(self, dataset: DataFrame) -> "SegmentAEModel":
+        prepared = self._prepare(dataset)
+        try:
+            return self._train(prepared, self._segment(prepared))
+        finally:
+            prepared.features.unpersist()
+
+    def _prepare(self, dataset: DataFrame) -> "PreparedTraining":
+        """Check the params, lay out the training rows and fit the preprocessing.
+
+        The first step of ``fit``, shared by every candidate of a grid search
+        with the same preprocessing params (see :mod:`segae_spark.optimizer`);
+        the caller unpersists ``features`` when done with it.
+        """
         get = self.getOrDefault
-        spec, ae_config = self._validate(dataset)
+        spec, _ = self._validate(dataset)
         # Built here, before any Spark job, so a bad preprocessing option fails first.
         unfitted_preprocessing = build_preprocessing(
             spec,
@@ -133,66 +148,77 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
             categorical_impute_strategy=get(self.categoricalImputeStrategy),
         )
         seed = get(self.seed)
-        timings: dict[str, float] = {}
         label = get(self.labelCol)
         train = dataset.filter(F.col(label) == 0) if label else dataset
         id_col = get(self.idCol)
         key_cols = list(spec.columns) + ([id_col] if id_col and id_col in dataset.columns else [])
         logger.info("fit: %d numeric and %d categorical features: %s", len(spec.numeric), len(spec.categorical), list(spec.columns))
         rows = train.count()
-        rows_text = f"{rows} training rows" + (f" with {label} == 0" if label else "")
+        rows_text = f"{rows} rows" + (f" with {label} == 0" if label else "")
         if rows < 2:
-            raise SchemaError(f"the training data has {rows_text.replace(' training', '')}; need at least 2")
-        # Cheap now (the rows are counted), before the preprocessing is fitted; the clustering
-        # checks the stricter bound (distinct feature vectors) once the features exist.
-        if get(self.nClusters) == AUTO:
-            smallest_k, name = get(self.nClustersRange)[0], "nClustersRange (config clustering.k_range) starts at"
-        else:
-            smallest_k, name = get(self.nClusters), "nClusters (config clustering.n_clusters) ="
-        if smallest_k > rows:
-            raise ConfigError(f"{name} {smallest_k}, more than the {rows_text}")
+            raise SchemaError(f"the training data has {rows_text}; need at least 2")
         # Lay the rows out by their content hash, so the quantiles, the
         # clustering and the samples below do not depend on the input's order
         # or partitioning: the same rows give the same model.
         partitions = min(1000, max(4, rows // 500_000 + 1))
         train = train.withColumn(_HASH, row_hash(seed, key_cols)).repartition(partitions, _HASH).sortWithinPartitions(_HASH)
-
+        timings: dict[str, float] = {}
         with stage("fit preprocessing", timings):
             preprocessing = unfitted_preprocessing.fit(train)
             names = feature_names(preprocessing, spec)
             features = preprocessing.transform(train).select(_HASH, FEATURES_COL).cache()
+        return PreparedTraining(spec, names, preprocessing, features, rows, rows_text, timings)
+
+    def _segment(self, prepared: "PreparedTraining") -> "TrainingSegments":
+        """Fit the clustering on the prepared rows and count each segment's rows."""
+        get = self.getOrDefault
+        # Cheap (the rows are counted), before the clustering is fitted; the
+        # clustering checks the stricter bound (distinct feature vectors).
+        if get(self.nClusters) == AUTO:
+            smallest_k, name = get(self.nClustersRange)[0], "nClustersRange (config clustering.k_range) starts at"
+        else:
+            smallest_k, name = get(self.nClusters), "nClusters (config clustering.n_clusters) ="
+        if smallest_k > prepared.rows:
+            raise ConfigError(f"{name} {smallest_k}, more than the training data's {prepared.rows_text}")
+        timings: dict[str, float] = {}
         with stage("fit clustering", timings):
             clustering = fit_segmenter(
-                features,
+                prepared.features,
                 FEATURES_COL,
                 _SEGMENT,
                 model=get(self.clusterModel),
                 n_clusters=get(self.nClusters),
-                seed=seed,
+                seed=get(self.seed),
                 k_range=get(self.nClustersRange),
                 sample_size=get(self.clusterSampleSize),
                 runs=get(self.clusterRuns),
             )
-            segmenter = clustering.model
-            assigned = segmenter.transform(features)
+            assigned = clustering.model.transform(prepared.features)
             counts = segment_sizes(assigned, _SEGMENT, clustering.n_segments)
-            logger.info("fit: %d training rows in %d segments", rows, len(counts))
+            logger.info("fit: %d training rows in %d segments", prepared.rows, len(counts))
+        return TrainingSegments(clustering, assigned, counts, timings)
+
+    def _train(self, prepared: "PreparedTraining", segments: "TrainingSegments") -> "SegmentAEModel":
+        """Train the autoencoders of the segments and assemble the fitted model."""
+        get = self.getOrDefault
+        ae_config = autoencoder_config_from_dict(get(self.autoencoder))
+        counts = segments.counts
         plan = model_plan(counts, get(self.trainingMode), get(self.minRowsPerSegment), get(self.maxRowsPerSegment))
+        timings = {**prepared.timings, **segments.timings}
         with stage("train autoencoders", timings):
             models, errors = train_models(
                 get(self.trainingBackend),
-                assigned.withColumn(_X, vector_to_array(F.col(FEATURES_COL), "float32")),
+                segments.assigned.withColumn(_X, vector_to_array(F.col(FEATURES_COL), "float32")),
                 (_SEGMENT, _HASH, _X),
                 counts,
                 plan,
                 ae_config,
-                seed,
+                get(self.seed),
                 get(self.maxRowsPerSegment),
                 get(self.minRowsPerSegment),
             )
-        features.unpersist()
         metric = get(self.thresholdMetric)
-        segments = [
+        summary = [
             {
                 "segment": seg,
                 "rows": counts[seg],
@@ -203,18 +229,49 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
             for seg in sorted(plan)
         ]
         artifact = ModelArtifact(
-            spec=spec,
-            feature_names=names,
-            preprocessing=preprocessing,
-            segmenter=segmenter,
+            spec=prepared.spec,
+            feature_names=prepared.feature_names,
+            preprocessing=prepared.preprocessing,
+            segmenter=segments.clustering.model,
             models=models,
-            segments=segments,
+            segments=summary,
             train_errors=errors,
-            training={"rows": rows, "timings": timings, "clustering": clustering.to_dict(), "autoencoder": ae_config.to_dict()},
+            training={
+                "rows": prepared.rows,
+                "timings": timings,
+                "clustering": segments.clustering.to_dict(),
+                "autoencoder": ae_config.to_dict(),
+            },
         )
         model = SegmentAEModel(artifact)
         self._copyValues(model)
         return model
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedTraining:
+    """The training rows after preprocessing: what every candidate of a grid shares.
+
+    ``features`` (cached) holds each row's content hash and feature vector.
+    """
+
+    spec: FeatureSpec
+    feature_names: list[str]
+    preprocessing: object  # the fitted PipelineModel
+    features: DataFrame
+    rows: int
+    rows_text: str
+    timings: dict[str, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSegments:
+    """A fitted clustering of the prepared rows, with each segment's row count."""
+
+    clustering: object  # SegmenterFit
+    assigned: DataFrame
+    counts: dict[int, int]
+    timings: dict[str, float]
 
 
 class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
@@ -253,7 +310,9 @@ class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
         feature, in the order of :attr:`feature_names`; ``anomaly_score`` is
         the row error by ``threshold_metric`` (mse, mae, rmse, max_error).
         """
-        return self._with(thresholdMetric=threshold_metric)._score(df, feature_errors=True).to_dataframe()
+        model = self._with(thresholdMetric=threshold_metric)
+        scored = model._score(df, feature_errors=True).to_dataframe()
+        return model._with_supervised(scored, keep_feature_errors=True) if model.artifact.supervised is not None else scored
 
     def evaluation(
         self, df: DataFrame, target_col: str, threshold_ratio: float | None = None, rank_by: str = "score"
@@ -267,15 +326,19 @@ class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
         """
         model = self._with(thresholdRatio=threshold_ratio)
         outputs = _output_columns(model)
-        return evaluate(
-            model.transform(df),
-            target_col,
-            outputs.score,
-            outputs.prediction,
-            outputs.segment,
-            outputs.threshold,
-            rank_by=rank_by,
-        )
+        scored = model.transform(df)
+        metrics = evaluate(scored, target_col, outputs.score, outputs.prediction, outputs.segment, outputs.threshold, rank_by=rank_by)
+        if model.artifact.supervised is not None:
+            # The second stage's flag is probability > 0.5 in every segment.
+            metrics["supervised"] = evaluate(
+                scored.withColumn(_STAGE_THRESHOLD, F.lit(0.5)),
+                target_col,
+                model.getOrDefault(model.probabilityCol),
+                model.getOrDefault(model.fraudPredictionCol),
+                outputs.segment,
+                _STAGE_THRESHOLD,
+            )
+        return metrics
 
     def infer_threshold(
         self, df: DataFrame, threshold_perc: float = 95.0, per_segment: bool = True, max_rows: int = 100_000
@@ -342,6 +405,40 @@ class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
         )
         return self._set(thresholdMethod="quantile", thresholdQuantile=threshold_perc / 100.0)
 
+    def fit_supervised(self, df: DataFrame, label_col: str, classifier: str = "random_forest", **settings) -> "SegmentAEModel":
+        """A copy of this model with a supervised second stage fitted on ``df``'s labelled rows.
+
+        The stage (see :mod:`segae_spark.supervised`) is a random forest
+        (``classifier="random_forest"``) or gradient-boosted trees (``"gbt"``)
+        on each row's per-feature reconstruction errors, segment and score
+        ratio; ``settings`` are :class:`~segae_spark.supervised.SupervisedConfig`
+        fields (num_trees, max_depth, max_iter, seed: the model's seed by
+        default). The returned model's ``transform`` adds ``probabilityCol``
+        (fraud probability) and ``fraudPredictionCol`` (probability > 0.5)
+        next to the anomaly score; ``evaluation`` reports the stage's metrics
+        under ``"supervised"``; ``save`` keeps the stage.
+        """
+        if label_col not in df.columns:
+            raise SchemaError(f"label column {label_col!r} is not a column of the data; columns: {df.columns}")
+        config = SupervisedConfig.from_dict({"classifier": classifier, "seed": self.getOrDefault(self.seed), **settings})
+        outputs = _output_columns(self)
+        inputs = classifier_inputs(self.reconstruction(df), FEATURE_ERRORS_COL)
+        stage = fit_classifier(inputs, label_col, outputs.segment, outputs.score_ratio, config)
+        model = self.copy()
+        model._artifact = dataclasses.replace(self.artifact, supervised=stage)
+        return model
+
+    def _with_supervised(self, scored: DataFrame, keep_feature_errors: bool) -> DataFrame:
+        """``scored`` (with per-feature errors) plus the second stage's probability and flag."""
+        stage = self.artifact.supervised
+        probability = add_probability(
+            classifier_inputs(scored, FEATURE_ERRORS_COL),
+            stage,
+            self.getOrDefault(self.probabilityCol),
+            self.getOrDefault(self.fraudPredictionCol),
+        )
+        return probability if keep_feature_errors else probability.drop(FEATURE_ERRORS_COL)
+
     def predict(self, df: DataFrame, return_feature_score: bool = False) -> DataFrame:
         """alibi-detect's ``predict``: the scored rows, with alibi-detect's column names as well.
 
@@ -359,7 +456,8 @@ class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
         extra = [F.col(outputs.score).alias("instance_score"), F.col(outputs.prediction).alias("is_outlier")]
         if return_feature_score:
             extra.append(F.col(FEATURE_ERRORS_COL).alias("feature_score"))
-        return self._score(df, feature_errors=return_feature_score).to_dataframe().select("*", *extra)
+        scored = self.reconstruction(df) if return_feature_score else self.transform(df)
+        return scored.select("*", *extra)
 
     @property
     def artifact(self) -> ModelArtifact:
@@ -376,6 +474,9 @@ class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
             model = self.artifact.models[name]
             digest.update(model.npz if model.npz is not None else model.keras)
         digest.update(json.dumps(self.artifact.segments, sort_keys=True).encode())
+        if self.artifact.supervised is not None:
+            digest.update(json.dumps(self.artifact.supervised.config.to_dict(), sort_keys=True).encode())
+            digest.update(self.artifact.supervised.fingerprint().encode())
         return digest.hexdigest()[:16]
 
     @property
@@ -412,16 +513,22 @@ class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
         return self._weights
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
+        if self.artifact.supervised is not None:
+            return self._with_supervised(self._score(dataset, feature_errors=True).to_dataframe(), keep_feature_errors=False)
         return self._score(dataset, feature_errors=False).to_dataframe()
 
-    def arrow_transform(self, dataset: DataFrame) -> ArrowMap:
+    def arrow_transform(self, dataset: DataFrame) -> ArrowMap | DataFrame:
         """``transform(dataset)`` held back as an :class:`~segae_spark.io.arrow_map.ArrowMap`, to write.
 
         ``write_table(model.arrow_transform(df), path, ...)`` writes the same
         table as ``write_table(model.transform(df), ...)``; without delta-spark
         it scores each batch in the Python task that writes it (one trip of
-        the rows through Python, no Spark rows built from the scores).
+        the rows through Python, no Spark rows built from the scores). A model
+        with a supervised second stage returns ``transform(dataset)``: its
+        classifier runs in Spark after the scores.
         """
+        if self.artifact.supervised is not None:
+            return self._transform(dataset)
         return self._score(dataset, feature_errors=False)
 
     def _score(self, dataset: DataFrame, feature_errors: bool) -> ArrowMap:

@@ -269,7 +269,7 @@ def test_more_clusters_than_training_rows(small_train, tmp_path, capsys):
     train = _parquet(small_train.slice(0, 5), tmp_path / "train")
     config = _config(tmp_path, TINY_CONFIG.replace("n_clusters: 2", "n_clusters: 10"))
     line = _user_error(capsys, "train", "--input", train, "--model-dir", str(tmp_path / "m"), "--config", config)
-    assert "nClusters (config clustering.n_clusters) = 10, more than the 5 training rows" in line
+    assert "nClusters (config clustering.n_clusters) = 10, more than the training data's 5 rows" in line
 
 
 # ---------------------------------------------- 10. missing / bad manifest

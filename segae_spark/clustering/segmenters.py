@@ -228,7 +228,7 @@ def nearest_centroids(model: Model) -> np.ndarray | None:
     """The centroids, when ``model`` gives each row its nearest centroid by Euclidean distance; else None.
 
     True of KMeans and the sample-fitted clusterers, whose assignment scoring
-    can then redo in numpy (:func:`~segae_spark.clustering.centroids.nearest_center`)
+    can then redo in numpy (:func:`~segae_spark.clustering.nearest.nearest_center`)
     next to the autoencoders. Bisecting KMeans descends its tree of splits and
     a Gaussian mixture picks the most probable component: those stay in Spark.
     Spark's KMeans compares distances computed as ``|x|^2 + |c|^2 - 2 x.c``

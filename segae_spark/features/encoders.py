@@ -39,8 +39,6 @@ Fitted tables persist as Parquet next to Spark ML's JSON metadata (no pickle).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 from pyspark import keyword_only
@@ -53,6 +51,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segae_spark.errors import ConfigError, SchemaError
+from segae_spark.features.codes import inverse_frequency_codes, label_codes, one_hot_slots
 from segae_spark.features.frequencies import frequency_table
 from segae_spark.features.persistence import PersistentStage
 from segae_spark.features.schema import column
@@ -208,10 +207,10 @@ class InverseFrequencyEncoderModel(CategoryEncoderModel):
     """``log1p(rows_ / count)`` per category; unseen: ``log1p(rows_ / min count)``."""
 
     def _values(self, i: int) -> list[float]:
-        return [math.log1p(self.rows_ / n) for n in self.counts_[i]]
+        return inverse_frequency_codes(self.counts_[i], self.rows_)[0]
 
     def _unseen_value(self, i: int) -> float:
-        return math.log1p(self.rows_ / min(self.counts_[i]))
+        return inverse_frequency_codes(self.counts_[i], self.rows_)[1]
 
 
 class InverseFrequencyEncoder(CategoryEncoder):
@@ -230,10 +229,10 @@ class LabelEncoderModel(CategoryEncoderModel):
     """Code = rank by frequency (0 = most frequent); unseen: ``len(categories_)``."""
 
     def _values(self, i: int) -> list[float]:
-        return [float(code) for code in range(len(self.categories_[i]))]
+        return label_codes(self.counts_[i])[0]
 
     def _unseen_value(self, i: int) -> float:
-        return float(len(self.categories_[i]))
+        return label_codes(self.counts_[i])[1]
 
 
 class LabelEncoder(CategoryEncoder):
@@ -269,11 +268,10 @@ class CappedOneHotEncoderModel(CategoryEncoderModel, HasMaxCategories):
         return min(len(self.categories_[i]), self.getOrDefault(self.maxCategories))
 
     def _values(self, i: int) -> list[float]:
-        kept = self._kept(i)
-        return [float(min(position, kept)) for position in range(len(self.categories_[i]))]
+        return one_hot_slots(self.counts_[i], self.getOrDefault(self.maxCategories))[0]
 
     def _unseen_value(self, i: int) -> float:
-        return float(self._kept(i))
+        return one_hot_slots(self.counts_[i], self.getOrDefault(self.maxCategories))[1]
 
     def slot_codes(self, dataset: DataFrame) -> DataFrame:
         """``dataset`` with each output column holding the row's slot number instead of its one-hot vector.

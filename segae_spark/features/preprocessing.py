@@ -17,15 +17,12 @@ categories) must light up at scoring, not be scaled to a constant.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
-import pyarrow as pa
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.feature import Imputer, VectorAssembler
 from pyspark.sql import DataFrame
 
-from segae_spark.errors import ArtifactError, ConfigError, SchemaError
+from segae_spark.errors import ArtifactError, ConfigError
+from segae_spark.features.arrays import ArrayAssembly
 from segae_spark.features.casting import FeatureCaster
 from segae_spark.features.encoders import (
     DEFAULT_MAX_CATEGORIES,
@@ -144,42 +141,6 @@ def unseen_categories(model: PipelineModel, spec: FeatureSpec, dataset: DataFram
     for stage in model.stages[: model.stages.index(encoder)]:
         dataset = stage.transform(dataset)
     return dict(zip(spec.categorical, encoder.unseen_counts(dataset).values()))
-
-
-@dataclass(frozen=True)
-class ArrayAssembly:
-    """How the columns before the ``VectorAssembler`` become the feature matrix, in numpy.
-
-    Scoring needs the features as a numpy matrix in the Python worker. Built
-    in the JVM, each row's vector costs a ``VectorAssembler`` object, a
-    vector-to-array copy and a nested Arrow list (measured: half the JVM time
-    of a 2M-row scoring job); sent as the assembler's plain input columns
-    (``columns``: numbers, and one slot number per one-hot column) it is
-    assembled per Arrow batch with a few numpy writes. ``widths[i]`` is 0 for
-    a column holding one feature value, and ``n`` for a column holding a
-    one-hot slot number that expands to ``n`` positions, as the one-hot
-    vectors would.
-    """
-
-    columns: tuple[str, ...]
-    widths: tuple[int, ...]
-
-    def matrix(self, batch: pa.RecordBatch) -> np.ndarray:
-        """The batch's float64 ``(rows, features)`` matrix: VectorAssembler's vectors, position for position."""
-        rows = batch.num_rows
-        x = np.zeros((rows, sum(max(w, 1) for w in self.widths)), dtype=np.float64)
-        position = 0
-        for name, width in zip(self.columns, self.widths):
-            values = batch.column(name).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-            if np.isnan(values).any():
-                # VectorAssembler(handleInvalid="error") refuses these too; imputation leaves none
-                raise SchemaError(f"preprocessed column {name} holds null or NaN values; the features cannot be assembled")
-            if width:
-                x[np.arange(rows), position + values.astype(np.int64)] = 1.0
-            else:
-                x[:, position] = values
-            position += max(width, 1)
-        return x
 
 
 def assembly_inputs(model: PipelineModel, dataset: DataFrame) -> tuple[DataFrame, ArrayAssembly] | None:
