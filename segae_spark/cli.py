@@ -230,9 +230,10 @@ def cmd_optimize(args) -> int:
 
         params = {key: value for key, value in config.items() if key != "mlflow"}
         metrics = {k: v for k, v in result.best.items() if isinstance(v, (int, float)) and k not in ("rank", "candidate")}
+        example = validation.limit(5).toPandas()  # small: 5 rows, the pyfunc model's input example
         run = log_model_run(
             paths["model"], params, metrics, report_path=report, run_name=tracking.get("run_name"),
-            experiment=tracking.get("experiment"), artifacts=[paths["csv"]],
+            experiment=tracking.get("experiment"), input_example=example, artifacts=[paths["csv"]],
         )  # fmt: skip
         print(f"MLflow run {run.run_id} (experiment {run.experiment_id}); pyfunc model {run.model_uri or 'not logged'}")
     return 0
