@@ -304,6 +304,12 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _mlflow_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--mlflow", action="store_true", help=f"log {what} to MLflow's tracking URI (or mlflow.enabled in --config)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--spark-conf", action="append", metavar="KEY=VALUE", help="Spark setting for a local session (repeatable)")
@@ -336,10 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-col", help="0/1 label; only label==0 rows train")
     p.add_argument("--config", help="YAML config (see conf/train.yaml)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
-    p.add_argument(
-        "--mlflow", action="store_true",
-        help="log the run to MLflow's tracking URI: params, metrics, the model directory, a pyfunc model (or mlflow.enabled in --config)",
-    )  # fmt: skip
+    _mlflow_flag(p, "the model directory, its params and training metrics, and a pyfunc model")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -400,10 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rank-by", choices=RANK_BY, help="what ROC-AUC / PR-AUC rank rows by (default score)")
     p.add_argument("--parallelism", type=_positive, help="candidates training at once (default 2, more on large clusters)")
     p.add_argument("--top", type=_positive, default=10, help="leaderboard rows to print (default 10)")
-    p.add_argument(
-        "--mlflow", action="store_true",
-        help="log the best model, its metrics, the report and the leaderboard to MLflow (or mlflow.enabled in --config)",
-    )  # fmt: skip
+    _mlflow_flag(p, "the best model (with a pyfunc model), its metrics, the report and the leaderboard")
     p.set_defaults(func=cmd_optimize)
 
     p = sub.add_parser(
