@@ -62,6 +62,6 @@ def test_user_errors_are_one_line_and_exit_2(workdir, capsys):
 
 
 def test_every_command_has_help():
-    for command in ("demo", "generate", "train", "score", "evaluate", "optimize", "vacuum"):
+    for command in ("demo", "generate", "train", "score", "evaluate", "optimize", "report", "vacuum"):
         out = subprocess.run([sys.executable, "-m", "segae_spark.cli", command, "--help"], capture_output=True, text=True)
         assert out.returncode == 0 and "usage: segae-spark " + command in out.stdout
