@@ -85,16 +85,26 @@ def _options(args, config: dict, section: str, names: tuple[str, ...], required:
     return values
 
 
+def _mlflow_tracking(args, config: dict) -> dict | None:
+    """The config's ``mlflow:`` settings when ``--mlflow`` or ``mlflow.enabled`` asks for a run, else None.
+
+    Checks that mlflow is installed, so a missing extra fails before the long work does.
+    """
+    tracking = dict(config.get("mlflow") or {})
+    if not (args.mlflow or tracking.get("enabled")):
+        return None
+    from segae_spark.tracking import require_mlflow
+
+    require_mlflow()
+    return tracking
+
+
 def cmd_train(args) -> int:
     from segae_spark.config import load_config
 
     config = load_config(args.config)
     opts = _options(args, config, "train", ("input", "model_dir", "overwrite"), ("input", "model_dir"))
-    tracking = dict(config.get("mlflow") or {})
-    if args.mlflow or tracking.get("enabled"):
-        from segae_spark.tracking import require_mlflow
-
-        require_mlflow()  # a missing mlflow fails before the training does
+    tracking = _mlflow_tracking(args, config)
     spark = _session(args, config)
     model = _train(spark, opts["input"], config, args.label_col)
     writer = model.write()
@@ -103,7 +113,7 @@ def cmd_train(args) -> int:
     writer.save(opts["model_dir"])
     print(f"model {model.model_id} saved to {opts['model_dir']}")
     _print_segments(model.segment_summary())
-    if args.mlflow or tracking.get("enabled"):
+    if tracking is not None:
         _log_training(spark, opts, config, tracking)
     return 0
 
@@ -204,11 +214,7 @@ def cmd_optimize(args) -> int:
         supervised=grid.get("supervised"),
     )
     output_paths(opts["out"], bool(opts["overwrite"]))  # existing results refused before the search, not after
-    tracking = dict(config.get("mlflow") or {})
-    if args.mlflow or tracking.get("enabled"):
-        from segae_spark.tracking import require_mlflow
-
-        require_mlflow()  # a missing mlflow fails before the search does
+    tracking = _mlflow_tracking(args, config)
     spark = _session(args, config)
     train = read_table(spark, opts["train"])
     if opts["validation"]:
@@ -225,7 +231,7 @@ def cmd_optimize(args) -> int:
     print(f"best model {result.best['model_id']} (candidate {result.best['candidate']}, threshold ratio "
           f"{result.best['threshold_ratio']:g}) saved to {paths['model']}")  # fmt: skip
     print(f"leaderboard: {paths['csv']} and Delta table {paths['delta']}; report of the best model: {report}")
-    if args.mlflow or tracking.get("enabled"):
+    if tracking is not None:
         from segae_spark.tracking import log_model_run
 
         params = {key: value for key, value in config.items() if key != "mlflow"}

@@ -119,6 +119,7 @@ label_col: is_fraud
 seed: 5
 features: {{id_col: transaction_id, date_col: event_date}}
 training: {{max_rows_per_segment: 600, min_rows_per_segment: 50}}
+mlflow: {{experiment: segae-optimize-tests}}  # named: an earlier test's active experiment lives in another store
 optimize:
   train: {train}
   out: {out}
