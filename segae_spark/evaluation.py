@@ -8,6 +8,7 @@ the same curves (exact: no down-sampling of the curve).
 
 from __future__ import annotations
 
+from pyspark import StorageLevel
 from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.sql import DataFrame
 from pyspark.sql import Window
@@ -149,10 +150,28 @@ def evaluate(
     missing = [c for c in (label_col, score_col, prediction_col, segment_col, threshold_col) if c not in scored.columns]
     if missing:
         raise SchemaError(f"scored table lacks column(s) {missing}; columns: {scored.columns}")
-    labelled = scored.filter(F.col(label_col).isNotNull()).select(
-        label_col, score_col, prediction_col, segment_col, threshold_col,
-        _rank(score_col, threshold_col, rank_by).alias(_RANK),
-    )  # fmt: skip
+    # Six aggregations read these rows: cache the narrow selection so the
+    # scored table (often an uncached transform that reruns the autoencoders)
+    # is computed once, not six times. MEMORY_AND_DISK: six numbers a row spill
+    # rather than fail on a table larger than the executors' memory.
+    labelled = (
+        scored.filter(F.col(label_col).isNotNull())
+        .select(
+            label_col, score_col, prediction_col, segment_col, threshold_col,
+            _rank(score_col, threshold_col, rank_by).alias(_RANK),
+        )  # fmt: skip
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    try:
+        return _metrics(labelled, label_col, score_col, prediction_col, segment_col, threshold_col, rank_by)
+    finally:
+        labelled.unpersist()
+
+
+def _metrics(
+    labelled: DataFrame, label_col: str, score_col: str, prediction_col: str, segment_col: str, threshold_col: str, rank_by: str
+) -> dict:
+    """:func:`evaluate`'s metrics from the labelled rows' selection (see there)."""
     labels = [int(r[0]) for r in labelled.select(F.col(label_col).cast("int")).distinct().collect()]  # small: <= 2 values
     if not set(labels) <= {0, 1}:
         raise SchemaError(f"label column {label_col!r} must hold 0/1, found values {sorted(labels)[:10]}")

@@ -17,7 +17,7 @@ import json
 import time
 
 import numpy as np
-from pyspark import keyword_only
+from pyspark import StorageLevel, keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.util import (
@@ -160,13 +160,25 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
         # Lay the rows out by their content hash, so the quantiles, the
         # clustering and the samples below do not depend on the input's order
         # or partitioning: the same rows give the same model.
+        # The preprocessing's stages each read these rows (imputer, encoders,
+        # scaler): cached, the input is read and shuffled once, not per stage.
         partitions = min(1000, max(4, rows // 500_000 + 1))
-        train = train.withColumn(_HASH, row_hash(seed, key_cols)).repartition(partitions, _HASH).sortWithinPartitions(_HASH)
+        train = (
+            train.withColumn(_HASH, row_hash(seed, key_cols))
+            .select(_HASH, *spec.columns)
+            .repartition(partitions, _HASH)
+            .sortWithinPartitions(_HASH)
+            .persist(StorageLevel.MEMORY_AND_DISK)
+        )
         timings: dict[str, float] = {}
-        with stage("fit preprocessing", timings):
-            preprocessing = unfitted_preprocessing.fit(train)
-            names = feature_names(preprocessing, spec)
-            features = preprocessing.transform(train).select(_HASH, FEATURES_COL).cache()
+        try:
+            with stage("fit preprocessing", timings):
+                preprocessing = unfitted_preprocessing.fit(train)
+                names = feature_names(preprocessing, spec)
+                features = preprocessing.transform(train).select(_HASH, FEATURES_COL).cache()
+                features.count()  # materialised while the laid-out rows are still cached
+        finally:
+            train.unpersist()
         return PreparedTraining(spec, names, preprocessing, features, rows, rows_text, timings)
 
     def _segment(self, prepared: "PreparedTraining") -> "TrainingSegments":
