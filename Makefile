@@ -10,7 +10,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv venv-compat demo test test-compat bench bench-quality bench-modes bench-prep bench-soak bench-optimizer clean
+.PHONY: venv venv-compat demo test test-compat bench bench-quality bench-modes bench-prep bench-soak bench-optimizer bench-data-parallel clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,9 @@ bench-quality: venv
 
 bench-modes: venv
 	$(PY) benchmarks/training_modes.py $(MODES_ARGS)
+
+bench-data-parallel: venv
+	$(PY) benchmarks/data_parallel.py $(DP_ARGS)
 
 bench-prep: venv
 	$(PY) benchmarks/preprocessing_clustering.py $(PREP_ARGS)

@@ -288,9 +288,9 @@ def cmd_vacuum(args) -> int:
 
 
 def _print_segments(segments: list[dict]) -> None:
-    print(f"  {'segment':>7}  {'train rows':>10}  {'model':<10}  {'threshold':>10}")
+    print(f"  {'segment':>7}  {'train rows':>10}  {'model':<10}  {'backend':<13}  {'threshold':>10}")
     for seg in segments:
-        print(f"  {seg['segment']:>7}  {seg['rows']:>10,}  {seg['model']:<10}  {seg['threshold']:>10.5f}")
+        print(f"  {seg['segment']:>7}  {seg['rows']:>10,}  {seg['model']:<10}  {seg.get('backend', ''):<13}  {seg['threshold']:>10.5f}")
 
 
 def cmd_demo(args) -> int:

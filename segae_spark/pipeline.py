@@ -107,6 +107,8 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
             raise ConfigError(f"trainingBackend must be one of {TRAINING_BACKENDS}, got {get(self.trainingBackend)!r}")
         if get(self.maxRowsPerSegment) < 10:
             raise ConfigError(f"maxRowsPerSegment must be >= 10, got {get(self.maxRowsPerSegment)}")
+        if get(self.dataParallelWorkers) < 0:
+            raise ConfigError(f"dataParallelWorkers must be >= 0 (0: every task slot), got {get(self.dataParallelWorkers)}")
         if get(self.minRowsPerSegment) < 2:
             raise ConfigError(f"minRowsPerSegment must be >= 2, got {get(self.minRowsPerSegment)}")
         outputs = _output_columns(self).names()
@@ -228,6 +230,7 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
                 get(self.seed),
                 get(self.maxRowsPerSegment),
                 get(self.minRowsPerSegment),
+                get(self.dataParallelWorkers),
             )
         metric = get(self.thresholdMetric)
         summary = [
@@ -235,6 +238,7 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
                 "segment": seg,
                 "rows": counts[seg],
                 "model": plan[seg],
+                "backend": models[plan[seg]].training["backend"],
                 "threshold_from": "segment" if counts[seg] >= get(self.minRowsPerSegment) else f"all rows of {plan[seg]}",
                 "train_errors": ErrorStats.of(errors[seg][metric]).to_dict(),
             }

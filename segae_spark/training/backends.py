@@ -40,9 +40,9 @@ from segae_spark.models.autoencoders import AutoencoderConfig, autoencoder_confi
 from segae_spark.models.reconstruction import THRESHOLD_METRICS
 from segae_spark.progress import logger
 from segae_spark.training.sampling import cap_by_hash, sample_filter, sample_segments
-from segae_spark.training.segments import SHARED_MODEL, TrainedModel, group_samples, train_model_group
+from segae_spark.training.segments import SHARED_MODEL, TrainedModel, group_samples, model_seed, train_model_group
 
-TRAINING_BACKENDS = ("per_segment", "local")
+TRAINING_BACKENDS = ("per_segment", "local", "tf_distribute")
 
 _MODEL = "__segae_model"
 _KEY = "__segae_model_key"
@@ -73,6 +73,7 @@ def train_models(
     seed: int,
     max_rows: int,
     min_rows: int,
+    workers: int = 0,
 ) -> TrainingOutput:
     """Train every model of ``plan``; return the models and each segment's training errors.
 
@@ -81,16 +82,31 @@ def train_models(
     the segment's model. A segment with fewer than ``min_rows`` training rows
     gets the errors of all its model's training rows instead: a threshold from
     a handful of errors would mean nothing.
+
+    With ``tf_distribute``, a model with more than ``max_rows`` training rows
+    trains on all of them, data-parallel across ``workers`` Spark barrier
+    tasks (0: every task slot; see :mod:`.data_parallel`); the others train
+    as with ``per_segment``. Each model's ``training`` records its backend.
     """
     if backend not in TRAINING_BACKENDS:
         raise ConfigError(f"training backend must be one of {TRAINING_BACKENDS}, got {backend!r}")
     names = sorted(set(plan.values()))
     logger.info("train: %d model(s) %s for %d segment(s), backend=%s", len(names), names, len(plan), backend)
     start = time.perf_counter()
-    if backend == "local":
-        models, errors = _train_on_driver(assigned, columns, counts, plan, config, seed, max_rows)
-    else:
-        models, errors = _train_in_tasks(assigned, columns, counts, plan, config, seed, max_rows)
+    big = _data_parallel_models(plan, counts, max_rows) if backend == "tf_distribute" else []
+    # Every segment's sample stays in: a shared model trains on all of them.
+    rest = {seg: name for seg, name in plan.items() if name not in big}
+    models, errors = {}, {}
+    if rest and backend == "local":
+        models, errors = _train_on_driver(assigned, columns, counts, rest, config, seed, max_rows)
+    elif rest:
+        models, errors = _train_in_tasks(assigned, columns, counts, rest, config, seed, max_rows)
+    for name in models:
+        models[name].training["backend"] = "local" if backend == "local" else "per_segment"
+    for name in big:
+        segments = sorted(seg for seg, n in plan.items() if n == name)
+        models[name], by_segment = _train_one_data_parallel(assigned, columns, counts, segments, name, config, seed, max_rows, workers)
+        errors.update({(name, seg): e for seg, e in by_segment.items()})
     for done, name in enumerate(names, start=1):
         t = models[name].training
         logger.info(
@@ -101,6 +117,33 @@ def train_models(
     return models, {
         seg: errors[(plan[seg], seg)] if counts[seg] >= min_rows else _all_errors(errors, plan[seg]) for seg in plan
     }
+
+
+def _data_parallel_models(plan: dict[int, str], counts: dict[int, int], max_rows: int) -> list[str]:
+    """The models with more training rows than one task samples: those ``tf_distribute`` trains data-parallel."""
+    rows: dict[str, int] = {}
+    for seg, name in plan.items():
+        rows[name] = rows.get(name, 0) + counts[seg]
+    return sorted(name for name, n in rows.items() if n > max_rows)
+
+
+def _train_one_data_parallel(assigned, columns, counts, segments, name, config, seed, max_rows, workers) -> tuple:
+    """One model on all its segments' rows in barrier tasks; its threshold errors from the usual bounded samples."""
+    from segae_spark.models.numpy_engine import load_engine
+    from segae_spark.training.data_parallel import train_data_parallel
+
+    segment_col, hash_col, features_col = columns
+    spark = assigned.sparkSession
+    if workers <= 0:
+        workers = max(1, spark.sparkContext.defaultParallelism // int(spark.conf.get("spark.task.cpus", "1") or 1))
+    rows = assigned.filter(F.col(segment_col).isin(segments))
+    result = train_data_parallel(rows, features_col, hash_col, config, model_seed(name, seed), workers)
+    sub = {seg: counts[seg] for seg in segments}
+    samples = sample_segments(rows, segment_col, hash_col, features_col, sub, max_rows)
+    engine = load_engine(result.npz)
+    errors = {seg: {m: np.sort(engine.row_errors(samples[seg], m)) for m in THRESHOLD_METRICS} for seg in segments if len(samples[seg])}
+    training = {**result.training, "type": config.type, "segments": segments}
+    return TrainedModel(name, result.npz, result.keras, training), errors
 
 
 def _all_errors(errors: dict, name: str) -> dict[str, np.ndarray]:
@@ -180,7 +223,7 @@ def _train_in_tasks(assigned, columns, counts, plan, config, seed, max_rows) -> 
         config=config.to_dict(),
         seed=seed,
         max_rows=max_rows,
-        threads=_task_threads(spark, len(tasks)),
+        threads=task_threads(spark, len(tasks)),
     )
     rows = grouped.repartition(len(tasks), _KEY).mapInArrow(task, _RESULT_SCHEMA).collect()  # small: one row per model
     models, errors = {}, {}
@@ -198,7 +241,7 @@ def _train_in_tasks(assigned, columns, counts, plan, config, seed, max_rows) -> 
     return models, errors
 
 
-def _task_threads(spark, tasks: int) -> int:
+def task_threads(spark, tasks: int) -> int:
     """TensorFlow threads per training task: the task's CPUs, or a whole executor for a lone task.
 
     Several tasks share the executors, so each keeps to its task's CPUs; a
@@ -214,7 +257,7 @@ def _task_threads(spark, tasks: int) -> int:
     return max(task_cpus, spark.sparkContext.defaultParallelism if local else task_cpus)
 
 
-def _limit_threads(threads: int) -> None:
+def limit_threads(threads: int) -> None:
     """Keep TensorFlow to the task's CPUs, so parallel tasks do not oversubscribe the node."""
     import tensorflow as tf
 
@@ -242,7 +285,7 @@ def _train_partition(
     for name in sorted(set(model_of_row)):
         rows = model_of_row == name
         groups[name] = cap_by_hash(segments[rows], hashes[rows], matrix[rows], max_rows)
-    _limit_threads(threads)
+    limit_threads(threads)
     trained = train_model_group(groups, autoencoder_config_from_dict(config), seed)
     for name, (model, errors) in trained.items():
         order = sorted(errors)

@@ -1,0 +1,84 @@
+"""Data-parallel training (tf_distribute) in two Spark barrier tasks against one process on the same rows."""
+
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+from sklearn.metrics import roc_auc_score
+
+from segae_spark.errors import ConfigError
+from segae_spark.models.dense import DenseAutoencoderConfig
+from segae_spark.models.numpy_engine import NumpyAutoencoder, load_engine
+from segae_spark.models.stacked import train_autoencoder
+from segae_spark.training.data_parallel import train_data_parallel
+
+pytestmark = pytest.mark.slow
+
+CONFIG = {"hidden_layers": [8, 3], "epochs": 6, "batch_size": 128, "validation_split": 0.1, "early_stopping_patience": 3}
+SEED = 13
+
+
+def _low_rank(rows: int, seed: int) -> np.ndarray:
+    """Rows near a 3-dimensional subspace of 12 features: what an autoencoder with a 3-wide code can learn."""
+    basis = np.random.default_rng(99).normal(size=(3, 12))
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(rows, 3)) @ basis + 0.05 * rng.normal(size=(rows, 12))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def trained(spark):
+    x = _low_rank(6000, 1)
+    df = spark.createDataFrame([(i, row.tolist()) for i, row in enumerate(x)], "id long, x array<float>")
+    rows = df.withColumn("h", F.xxhash64("id"))
+    return x, train_data_parallel(rows, "x", "h", CONFIG, SEED, workers=2)
+
+
+def test_two_workers_end_with_identical_weights_and_one_process_loss(trained):
+    x, parallel = trained
+    assert len(parallel.workers) == 2
+    assert parallel.workers[0]["digest"] == parallel.workers[1]["digest"]
+    assert sum(w["rows"] for w in parallel.workers) == len(x)
+    assert all(w["rows"] > 2000 for w in parallel.workers)  # each trained on its own share
+    single = train_autoencoder(x, DenseAutoencoderConfig(**CONFIG), SEED)
+    assert parallel.training["backend"] == "tf_distribute"
+    assert parallel.training["epochs_run"] == single.epochs_run
+    final_parallel, final_single = parallel.training["history"]["loss"][-1], single.history["loss"][-1]
+    assert abs(final_parallel - final_single) <= 0.10 * final_single, (final_parallel, final_single)
+
+
+def test_the_model_scores_like_a_one_process_model(trained):
+    x, parallel = trained
+    normal = _low_rank(1900, 2)
+    anomalies = _low_rank(100, 3) + np.random.default_rng(4).normal(size=(100, 12)).astype(np.float32)  # off the subspace
+    test = np.concatenate([normal, anomalies])
+    labels = np.r_[np.zeros(len(normal)), np.ones(len(anomalies))]
+    single = train_autoencoder(x, DenseAutoencoderConfig(**CONFIG), SEED)
+    auc_single = roc_auc_score(labels, NumpyAutoencoder.from_keras(single.model).row_errors(test, "mse"))
+    auc_parallel = roc_auc_score(labels, load_engine(parallel.npz).row_errors(test, "mse"))
+    assert auc_parallel > 0.8, (auc_parallel, auc_single)  # learned something, not chance
+    assert abs(auc_parallel - auc_single) <= 0.01, (auc_parallel, auc_single)
+
+
+def test_unsupported_architectures_and_worker_counts_are_refused(spark):
+    df = spark.range(4).select(F.col("id").alias("h"), F.array(F.col("id").cast("float")).alias("x"))
+    with pytest.raises(ConfigError, match="dense and batchnorm"):
+        train_data_parallel(df, "x", "h", {"type": "aegmm", "encoder_layers": [4], "latent_dim": 2}, 1, 2)
+    with pytest.raises(ConfigError, match="workers"):
+        train_data_parallel(df, "x", "h", CONFIG, 1, 0)
+
+
+def test_segmentae_trains_a_large_model_data_parallel_and_scores_like_the_driver(transactions):
+    """Shared mode on the synthetic transactions: the one model has more rows than maxRowsPerSegment."""
+    from segae_spark.pipeline import SegmentAE
+
+    common = dict(labelCol="is_fraud", nClusters=2, clusterRuns=1, trainingMode="shared", seed=3, scaler="standard",
+                  autoencoder={"hidden_layers": [16, 8], "epochs": 6, "batch_size": 128})  # fmt: skip
+    parallel = SegmentAE(trainingBackend="tf_distribute", maxRowsPerSegment=1000, dataParallelWorkers=2, **common).fit(transactions)
+    driver = SegmentAE(trainingBackend="local", maxRowsPerSegment=100_000, **common).fit(transactions)
+    assert {s["backend"] for s in parallel.segment_summary()} == {"tf_distribute"}
+    assert {s["backend"] for s in driver.segment_summary()} == {"local"}
+    stats = parallel.artifact.models["shared"].training
+    assert stats["workers"] == 2 and stats["rows"] == sum(s["rows"] for s in parallel.segment_summary())
+    auc_parallel = parallel.evaluation(transactions, "is_fraud")["global"]["roc_auc"]
+    auc_driver = driver.evaluation(transactions, "is_fraud")["global"]["roc_auc"]
+    assert auc_parallel > 0.8
+    assert abs(auc_parallel - auc_driver) <= 0.01, (auc_parallel, auc_driver)
