@@ -82,3 +82,17 @@ def test_segmentae_trains_a_large_model_data_parallel_and_scores_like_the_driver
     auc_driver = driver.evaluation(transactions, "is_fraud")["global"]["roc_auc"]
     assert auc_parallel > 0.8
     assert abs(auc_parallel - auc_driver) <= 0.01, (auc_parallel, auc_driver)
+
+
+def test_batchnorm_moving_statistics_agree_across_workers(spark):
+    x = _low_rank(2000, 5)
+    df = spark.createDataFrame([(i, row.tolist()) for i, row in enumerate(x)], "id long, x array<float>")
+    config = {"type": "batchnorm", "hidden_layers": [8, 3], "epochs": 2, "batch_size": 128, "validation_split": 0.1}
+    result = train_data_parallel(df.withColumn("h", F.xxhash64("id")), "x", "h", config, SEED, workers=2)
+    assert result.workers[0]["digest"] == result.workers[1]["digest"]  # moving mean and variance included
+    from segae_spark.models.autoencoders import autoencoder_config_from_dict
+
+    single = train_autoencoder(x, autoencoder_config_from_dict(config), SEED)
+    parallel_error = load_engine(result.npz).row_errors(x, "mse").mean()
+    single_error = NumpyAutoencoder.from_keras(single.model).row_errors(x, "mse").mean()
+    assert abs(parallel_error - single_error) <= 0.2 * single_error, (parallel_error, single_error)

@@ -91,8 +91,9 @@ def train(spec: dict) -> dict:
 
     def replica_sync_statistics():
         context = tf.distribute.get_replica_context()
-        for variable in model.non_trainable_variables:
-            variable.assign(context.all_reduce("mean", variable))
+        values = context.all_reduce("mean", [tf.identity(v) for v in model.non_trainable_variables])
+        for variable, value in zip(model.non_trainable_variables, values):
+            variable.assign(value)
         return tf.constant(0.0)
 
     sync_statistics = tf.function(lambda: strategy.run(replica_sync_statistics))
