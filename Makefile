@@ -10,7 +10,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv venv-compat demo test test-compat bench bench-quality bench-modes bench-prep bench-soak bench-optimizer bench-data-parallel clean
+.PHONY: venv venv-compat demo test test-compat bench bench-quality bench-modes bench-prep bench-soak bench-optimizer bench-data-parallel venv-horovod clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,11 @@ bench-modes: venv
 
 bench-data-parallel: venv
 	$(PY) benchmarks/data_parallel.py $(DP_ARGS)
+
+# Horovod 0.28.1 builds only against TensorFlow 2.15 / Keras 2 / pyspark 3.5 /
+# pyarrow < 11: its own environment, about 10 minutes to build (docs/horovod.md).
+venv-horovod:
+	bash scripts/horovod_env.sh .venv-horovod
 
 bench-prep: venv
 	$(PY) benchmarks/preprocessing_clustering.py $(PREP_ARGS)
