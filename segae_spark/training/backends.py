@@ -135,7 +135,7 @@ def _train_one_data_parallel(assigned, columns, counts, segments, name, config, 
     segment_col, hash_col, features_col = columns
     spark = assigned.sparkSession
     if workers <= 0:
-        workers = max(1, spark.sparkContext.defaultParallelism // int(spark.conf.get("spark.task.cpus", "1") or 1))
+        workers = task_slots(spark)
     rows = assigned.filter(F.col(segment_col).isin(segments))
     result = train_data_parallel(rows, features_col, hash_col, config, model_seed(name, seed), workers)
     sub = {seg: counts[seg] for seg in segments}
@@ -198,8 +198,7 @@ def _partition_keys(spark, partitions: int) -> list[int]:
 def _train_in_tasks(assigned, columns, counts, plan, config, seed, max_rows) -> tuple[dict, dict]:
     segment_col, hash_col, features_col = columns
     spark = assigned.sparkSession
-    task_cpus = int(spark.conf.get("spark.task.cpus", "1") or 1)
-    slots = max(1, spark.sparkContext.defaultParallelism // task_cpus)
+    slots = task_slots(spark)
     shared = SHARED_MODEL in plan.values()
     tasks = _task_groups(plan, counts, max_rows, own_slots=max(1, slots - shared))
     logger.info("train: %d training task(s): %s", len(tasks), tasks)
@@ -241,13 +240,22 @@ def _train_in_tasks(assigned, columns, counts, plan, config, seed, max_rows) -> 
     return models, errors
 
 
+def _task_cpus(spark) -> int:
+    return int(spark.conf.get("spark.task.cpus", "1") or 1)
+
+
+def task_slots(spark) -> int:
+    """How many tasks the cluster runs at once: its default parallelism over ``spark.task.cpus``."""
+    return max(1, spark.sparkContext.defaultParallelism // _task_cpus(spark))
+
+
 def task_threads(spark, tasks: int) -> int:
     """TensorFlow threads per training task: the task's CPUs, or a whole executor for a lone task.
 
     Several tasks share the executors, so each keeps to its task's CPUs; a
     single task (shared mode) runs alone and may use every core of its executor.
     """
-    task_cpus = int(spark.conf.get("spark.task.cpus", "1") or 1)
+    task_cpus = _task_cpus(spark)
     if tasks > 1:
         return task_cpus
     executor_cores = spark.conf.get("spark.executor.cores", None)
