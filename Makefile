@@ -10,7 +10,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv venv-compat demo test test-compat bench bench-quality bench-modes bench-prep bench-soak bench-optimizer bench-data-parallel venv-horovod clean
+.PHONY: venv venv-compat demo test test-compat bench bench-quality bench-modes bench-prep bench-soak bench-optimizer bench-data-parallel venv-horovod test-horovod bench-horovod clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -67,10 +67,30 @@ bench-modes: venv
 bench-data-parallel: venv
 	$(PY) benchmarks/data_parallel.py $(DP_ARGS)
 
-# Horovod 0.28.1 builds only against TensorFlow 2.15 / Keras 2 / pyspark 3.5 /
-# pyarrow < 11: its own environment, about 10 minutes to build (docs/horovod.md).
-venv-horovod:
-	bash scripts/horovod_env.sh .venv-horovod
+# Horovod 0.28.1 builds only against TensorFlow 2.15 / Keras 2 / numpy < 2: its own
+# environment (.venv-horovod, constraints-horovod.txt), with Spark 3.5 and segae-spark
+# installed without its dependency metadata; building Horovod takes about 9 minutes on
+# 2 cores, once (docs/horovod.md). test-horovod runs the horovod backend's tests there.
+HOROVOD_VENV := .venv-horovod
+HOROVOD_PY := $(HOROVOD_VENV)/bin/python
+
+$(HOROVOD_VENV)/.installed: pyproject.toml constraints-horovod.txt scripts/horovod_env.sh
+	bash scripts/horovod_env.sh $(HOROVOD_VENV)
+
+venv-horovod: $(HOROVOD_VENV)/.installed
+
+test-horovod: export PYSPARK_PYTHON := $(abspath $(HOROVOD_PY))
+test-horovod: export PYSPARK_DRIVER_PYTHON := $(abspath $(HOROVOD_PY))
+test-horovod: export PATH := $(abspath $(HOROVOD_VENV))/bin:$(PATH)
+test-horovod: export SEGAE_REQUIRE_HOROVOD := 1
+test-horovod: venv-horovod
+	$(HOROVOD_PY) -m pytest tests/test_data_parallel.py -k horovod $(PYTEST_ARGS)
+
+bench-horovod: export PYSPARK_PYTHON := $(abspath $(HOROVOD_PY))
+bench-horovod: export PYSPARK_DRIVER_PYTHON := $(abspath $(HOROVOD_PY))
+bench-horovod: export PATH := $(abspath $(HOROVOD_VENV))/bin:$(PATH)
+bench-horovod: venv-horovod
+	$(HOROVOD_PY) benchmarks/data_parallel.py --backend horovod --out benchmarks/results/data_parallel_horovod $(DP_ARGS)
 
 bench-prep: venv
 	$(PY) benchmarks/preprocessing_clustering.py $(PREP_ARGS)

@@ -1,7 +1,8 @@
-"""Samples per second of data-parallel (``tf_distribute``) training: 1 vs 2 workers, and one process.
+"""Samples per second of data-parallel training: 1 vs 2 workers, and one process.
 
     make bench-data-parallel                                   # 200,000 rows, 5 epochs, workers 1,2
     make bench-data-parallel DP_ARGS="--rows 50000 --workers 1,2,4"
+    make bench-horovod                                         # --backend horovod, in .venv-horovod
 
 The rows are the synthetic transactions' features after segae-spark's
 preprocessing (standard scaler, one-hot categoricals), normal rows only: what
@@ -14,7 +15,11 @@ stopping) for ``--epochs`` epochs:
   an (epochs + 1)-epoch run's minus a 1-epoch run's, so setup is not counted;
 * ``tf_distribute, N workers``: :func:`segae_spark.training.data_parallel.train_data_parallel`
   in N Spark barrier tasks, each reading its own partition, gradients
-  averaged by TensorFlow's ``MultiWorkerMirroredStrategy`` every step.
+  averaged by TensorFlow's ``MultiWorkerMirroredStrategy`` every step;
+* ``horovod, N workers`` (``--backend horovod``, in the Horovod environment):
+  :func:`segae_spark.training.horovod_backend.train_horovod`, N ranks started
+  by ``horovod.spark.run``, each reading its own staged Parquet files, Keras'
+  ``fit`` with Horovod's ``DistributedOptimizer`` (Gloo all-reduce on CPU).
 
 samples/s = training rows x epochs / seconds. ``loop s`` is the workers'
 training loop alone (rank 0's); ``wall s`` adds the barrier stage, the
@@ -41,6 +46,9 @@ from segae_spark.features.schema import resolve_features
 from segae_spark.models.dense import DenseAutoencoderConfig
 from segae_spark.models.stacked import train_autoencoder
 from segae_spark.training.data_parallel import train_data_parallel
+from segae_spark.training.horovod_backend import train_horovod
+
+TRAIN = {"tf_distribute": train_data_parallel, "horovod": train_horovod}
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "data_parallel")
@@ -51,6 +59,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    parser.add_argument("--backend", choices=sorted(TRAIN), default="tf_distribute")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", default=RESULTS, help="results path without extension (.json and .md are written)")
     args = parser.parse_args()
@@ -86,12 +95,12 @@ def main() -> None:
                  "samples_per_s": round(trained * args.epochs / loop), "final_loss": single.history["loss"][args.epochs - 1]})  # fmt: skip
     for workers in counts:
         start = time.perf_counter()
-        result = train_data_parallel(rows, "x", "h", config, args.seed, workers)
+        result = TRAIN[args.backend](rows, "x", "h", config, args.seed, workers)
         wall = time.perf_counter() - start
         loop = result.workers[0]["seconds"]
         epochs = result.training["epochs_run"]
         trained = sum(w["train_rows"] for w in result.workers)
-        runs.append({"run": f"tf_distribute, {workers} worker(s)", "workers": workers, "rows": n, "epochs": epochs,
+        runs.append({"run": f"{args.backend}, {workers} worker(s)", "workers": workers, "rows": n, "epochs": epochs,
                      "loop_s": round(loop, 2), "wall_s": round(wall, 2),
                      "samples_per_s": round(trained * epochs / loop), "final_loss": result.training["history"]["loss"][-1],
                      "devices": result.training["devices"]})  # fmt: skip
@@ -106,6 +115,7 @@ def main() -> None:
         "versions": dependency_versions(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "spark_parallelism": spark.sparkContext.defaultParallelism,
+        "backend": args.backend,
         "data": {"rows": args.rows, "normal_rows": n, "seed": args.seed, "features": int(x.shape[1])},
         "config": config,
         "runs": runs,

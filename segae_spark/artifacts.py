@@ -77,7 +77,7 @@ class ModelArtifact:
 def dependency_versions() -> dict[str, str]:
     """Python, segae-spark and the installed versions of the libraries results depend on."""
     versions = {"python": platform.python_version(), "segae_spark": __version__}
-    for dist in ("pyspark", "numpy", "pyarrow", "pandas", "keras", "tensorflow", "tensorflow-cpu", "deltalake", "scikit-learn"):
+    for dist in ("pyspark", "numpy", "pyarrow", "pandas", "keras", "tensorflow", "tensorflow-cpu", "deltalake", "scikit-learn", "horovod"):
         try:
             versions[dist] = importlib_metadata.version(dist)
         except importlib_metadata.PackageNotFoundError:

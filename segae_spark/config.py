@@ -30,7 +30,7 @@ SCHEMA: dict[str, Any] = {
     },
     "clustering": {"model": str, "n_clusters": (int, "auto"), "k_range": list, "sample_size": int, "runs": int},
     "autoencoder": dict,
-    "training": {"mode": str, "backend": str, "max_rows_per_segment": int, "min_rows_per_segment": int, "data_parallel_workers": int},
+    "training": {"mode": str, "backend": str, "max_rows_per_segment": int, "min_rows_per_segment": int, "data_parallel_workers": int, "staging_dir": str},
     "threshold": {"method": str, "metric": str, "ratio": (int, float), "quantile": float, "contamination": float},
     "spark": dict,
     # Paths and options of the train and score commands (`segae-spark train|score
@@ -100,6 +100,7 @@ PARAM_NAMES = {
     "training.mode": "trainingMode",
     "training.backend": "trainingBackend",
     "training.data_parallel_workers": "dataParallelWorkers",
+    "training.staging_dir": "stagingDir",
     "threshold.method": "thresholdMethod",
     "threshold.quantile": "thresholdQuantile",
     "threshold.contamination": "contamination",

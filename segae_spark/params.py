@@ -45,8 +45,9 @@ class SegmentAEParams(HasSeed):
     maxRowsPerSegment = Param(Params._dummy(), "maxRowsPerSegment", "training rows sampled per segment (bounded, seeded)", TypeConverters.toInt)
     minRowsPerSegment = Param(Params._dummy(), "minRowsPerSegment", "segments with fewer training rows use the global model", TypeConverters.toInt)
     trainingMode = Param(Params._dummy(), "trainingMode", "per_segment (one autoencoder per segment) or shared (one for all, SegmentAE's way)", TypeConverters.toString)
-    trainingBackend = Param(Params._dummy(), "trainingBackend", "per_segment (models spread over parallel Spark tasks, trained together per task), local (on the driver) or tf_distribute (as per_segment, but a model with more than maxRowsPerSegment rows trains on all of them, data-parallel in Spark barrier tasks)", TypeConverters.toString)
-    dataParallelWorkers = Param(Params._dummy(), "dataParallelWorkers", "barrier tasks of a tf_distribute data-parallel model; 0 = every task slot of the cluster", TypeConverters.toInt)
+    trainingBackend = Param(Params._dummy(), "trainingBackend", "per_segment (models spread over parallel Spark tasks, trained together per task), local (on the driver), tf_distribute (as per_segment, but a model with more than maxRowsPerSegment rows trains on all of them, data-parallel in Spark barrier tasks) or horovod (the same with horovod.spark.run; needs the Horovod environment, docs/horovod.md)", TypeConverters.toString)
+    dataParallelWorkers = Param(Params._dummy(), "dataParallelWorkers", "tasks (tf_distribute) or ranks (horovod) of a data-parallel model; 0 = every task slot of the cluster", TypeConverters.toInt)
+    stagingDir = Param(Params._dummy(), "stagingDir", "horovod: directory every executor can read (HDFS, S3, DBFS, a shared mount) where a data-parallel model's rows are staged as Parquet and deleted after; empty = a temporary directory on the driver, which only a local master can use", TypeConverters.toString)
     thresholdMethod = Param(Params._dummy(), "thresholdMethod", "mean_ratio (SegmentAE's rule), quantile or contamination", TypeConverters.toString)
     thresholdQuantile = Param(Params._dummy(), "thresholdQuantile", "quantile of the segment's training errors (thresholdMethod=quantile)", TypeConverters.toFloat)
     contamination = Param(Params._dummy(), "contamination", "expected anomaly share per segment (thresholdMethod=contamination)", TypeConverters.toFloat)
@@ -90,6 +91,7 @@ class SegmentAEParams(HasSeed):
             trainingMode="per_segment",
             trainingBackend="per_segment",
             dataParallelWorkers=0,
+            stagingDir="",
             thresholdMethod="mean_ratio",
             thresholdQuantile=0.995,
             contamination=0.01,

@@ -46,6 +46,7 @@ from segae_spark.features.preprocessing import (
 from segae_spark.features.schema import FeatureSpec, resolve_features
 from segae_spark.io.arrow_map import ArrowMap
 from segae_spark.models.autoencoders import AutoencoderConfig, autoencoder_config_from_dict
+from segae_spark.models.dense import StackAutoencoderConfig
 from segae_spark.models.reconstruction import THRESHOLD_METRICS
 from segae_spark.models.user_keras import UserKerasConfig
 from segae_spark.params import SegmentAEParams
@@ -53,7 +54,8 @@ from segae_spark.progress import logger, stage
 from segae_spark.scoring import FEATURE_ERRORS_COL, OutputColumns, ScoringPlan, score
 from segae_spark.supervised import SupervisedConfig, add_probability, classifier_inputs, fit_classifier
 from segae_spark.thresholds import ErrorStats, check_ratio
-from segae_spark.training.backends import TRAINING_BACKENDS, train_models
+from segae_spark.training.backends import DATA_PARALLEL_BACKENDS, TRAINING_BACKENDS, train_models
+from segae_spark.training.horovod_backend import horovod_missing
 from segae_spark.training.sampling import hash_uniform, row_hash
 from segae_spark.training.segments import TRAINING_MODES, model_plan
 
@@ -107,6 +109,8 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
             raise ConfigError(f"trainingBackend must be one of {TRAINING_BACKENDS}, got {get(self.trainingBackend)!r}")
         if get(self.maxRowsPerSegment) < 10:
             raise ConfigError(f"maxRowsPerSegment must be >= 10, got {get(self.maxRowsPerSegment)}")
+        if get(self.trainingBackend) == "horovod" and horovod_missing():
+            raise ConfigError(horovod_missing())
         if get(self.dataParallelWorkers) < 0:
             raise ConfigError(f"dataParallelWorkers must be >= 0 (0: every task slot), got {get(self.dataParallelWorkers)}")
         if get(self.minRowsPerSegment) < 2:
@@ -120,6 +124,11 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
             get(self.clusterModel), get(self.nClusters), get(self.nClustersRange), get(self.clusterSampleSize), get(self.clusterRuns)
         )
         config = autoencoder_config_from_dict(get(self.autoencoder))
+        if get(self.trainingBackend) in DATA_PARALLEL_BACKENDS and not isinstance(config, StackAutoencoderConfig):
+            raise ConfigError(
+                f"trainingBackend={get(self.trainingBackend)!r} trains dense and batchnorm autoencoders "
+                f"data-parallel, got autoencoder type {config.type!r}: use trainingBackend='per_segment'"
+            )
         if isinstance(config, UserKerasConfig):
             config.check_readable()
         return spec, config
@@ -231,6 +240,7 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
                 get(self.maxRowsPerSegment),
                 get(self.minRowsPerSegment),
                 get(self.dataParallelWorkers),
+                get(self.stagingDir),
             )
         metric = get(self.thresholdMetric)
         summary = [

@@ -889,7 +889,9 @@ def _read_keras_layer(layer) -> Layer:
     if not getattr(layer, "built", True):
         raise ArtifactError(f"{path} is not built (no weights yet); build or train the model first")
     if kind == "BatchNormalization":
-        if layer.axis not in (-1, 1):
+        axis = layer.axis  # Keras 2 holds a list of axes: [1] for 2-D rows
+        axis = axis[0] if isinstance(axis, Sequence) and not isinstance(axis, str) and len(axis) == 1 else axis
+        if axis not in (-1, 1):
             raise ArtifactError(
                 f"{path} normalises axis {layer.axis}; the numpy engine handles the feature axis of 2-D rows only"
             )

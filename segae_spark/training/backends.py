@@ -42,7 +42,9 @@ from segae_spark.progress import logger
 from segae_spark.training.sampling import cap_by_hash, sample_filter, sample_segments
 from segae_spark.training.segments import SHARED_MODEL, TrainedModel, group_samples, model_seed, train_model_group
 
-TRAINING_BACKENDS = ("per_segment", "local", "tf_distribute")
+TRAINING_BACKENDS = ("per_segment", "local", "tf_distribute", "horovod")
+# The backends that train a model with more than max_rows rows data-parallel, on all of them.
+DATA_PARALLEL_BACKENDS = ("tf_distribute", "horovod")
 
 _MODEL = "__segae_model"
 _KEY = "__segae_model_key"
@@ -74,6 +76,7 @@ def train_models(
     max_rows: int,
     min_rows: int,
     workers: int = 0,
+    staging_dir: str = "",
 ) -> TrainingOutput:
     """Train every model of ``plan``; return the models and each segment's training errors.
 
@@ -83,17 +86,19 @@ def train_models(
     gets the errors of all its model's training rows instead: a threshold from
     a handful of errors would mean nothing.
 
-    With ``tf_distribute``, a model with more than ``max_rows`` training rows
-    trains on all of them, data-parallel across ``workers`` Spark barrier
-    tasks (0: every task slot; see :mod:`.data_parallel`); the others train
-    as with ``per_segment``. Each model's ``training`` records its backend.
+    With ``tf_distribute`` or ``horovod``, a model with more than
+    ``max_rows`` training rows trains on all of them, data-parallel across
+    ``workers`` tasks (0: every task slot; see :mod:`.data_parallel` and
+    :mod:`.horovod_backend`, which stages the rows under ``staging_dir``);
+    the others train as with ``per_segment``. Each model's ``training``
+    records its backend.
     """
     if backend not in TRAINING_BACKENDS:
         raise ConfigError(f"training backend must be one of {TRAINING_BACKENDS}, got {backend!r}")
     names = sorted(set(plan.values()))
     logger.info("train: %d model(s) %s for %d segment(s), backend=%s", len(names), names, len(plan), backend)
     start = time.perf_counter()
-    big = _data_parallel_models(plan, counts, max_rows) if backend == "tf_distribute" else []
+    big = _data_parallel_models(plan, counts, max_rows) if backend in DATA_PARALLEL_BACKENDS else []
     # Every segment's sample stays in: a shared model trains on all of them.
     rest = {seg: name for seg, name in plan.items() if name not in big}
     models, errors = {}, {}
@@ -105,7 +110,9 @@ def train_models(
         models[name].training["backend"] = "local" if backend == "local" else "per_segment"
     for name in big:
         segments = sorted(seg for seg, n in plan.items() if n == name)
-        models[name], by_segment = _train_one_data_parallel(assigned, columns, counts, segments, name, config, seed, max_rows, workers)
+        models[name], by_segment = _train_one_data_parallel(
+            backend, assigned, columns, counts, segments, name, config, seed, max_rows, workers, staging_dir
+        )
         errors.update({(name, seg): e for seg, e in by_segment.items()})
     for done, name in enumerate(names, start=1):
         t = models[name].training
@@ -120,24 +127,28 @@ def train_models(
 
 
 def _data_parallel_models(plan: dict[int, str], counts: dict[int, int], max_rows: int) -> list[str]:
-    """The models with more training rows than one task samples: those ``tf_distribute`` trains data-parallel."""
+    """The models with more training rows than one task samples: those the data-parallel backends train on all rows."""
     rows: dict[str, int] = {}
     for seg, name in plan.items():
         rows[name] = rows.get(name, 0) + counts[seg]
     return sorted(name for name, n in rows.items() if n > max_rows)
 
 
-def _train_one_data_parallel(assigned, columns, counts, segments, name, config, seed, max_rows, workers) -> tuple:
-    """One model on all its segments' rows in barrier tasks; its threshold errors from the usual bounded samples."""
+def _train_one_data_parallel(backend, assigned, columns, counts, segments, name, config, seed, max_rows, workers, staging_dir) -> tuple:
+    """One model on all its segments' rows, data-parallel; its threshold errors from the usual bounded samples."""
     from segae_spark.models.numpy_engine import load_engine
     from segae_spark.training.data_parallel import train_data_parallel
+    from segae_spark.training.horovod_backend import train_horovod
 
     segment_col, hash_col, features_col = columns
     spark = assigned.sparkSession
     if workers <= 0:
         workers = task_slots(spark)
     rows = assigned.filter(F.col(segment_col).isin(segments))
-    result = train_data_parallel(rows, features_col, hash_col, config, model_seed(name, seed), workers)
+    if backend == "horovod":
+        result = train_horovod(rows, features_col, hash_col, config, model_seed(name, seed), workers, staging_dir)
+    else:
+        result = train_data_parallel(rows, features_col, hash_col, config, model_seed(name, seed), workers)
     sub = {seg: counts[seg] for seg in segments}
     samples = sample_segments(rows, segment_col, hash_col, features_col, sub, max_rows)
     engine = load_engine(result.npz)

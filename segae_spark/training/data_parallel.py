@@ -81,30 +81,44 @@ def train_data_parallel(
     The cluster needs ``workers`` free task slots at once (Spark refuses a
     barrier stage it cannot schedule whole).
     """
-    config = autoencoder_config_from_dict(config)
-    if not isinstance(config, StackAutoencoderConfig):
-        raise ConfigError(f"data-parallel training supports dense and batchnorm autoencoders, got type {config.type!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
+    config = checked_request(config, workers)
     start = time.perf_counter()
     parts = rows.select(hash_col, features_col).repartition(workers, hash_col).sortWithinPartitions(hash_col)
     task = _BarrierTask(features_col, config.to_dict(), seed, workers, task_threads(rows.sparkSession, workers))
     logger.info("data-parallel training: %d barrier task(s), %s", workers, config.label)
     records = parts.mapInArrow(task, _RESULT_SCHEMA, barrier=True).collect()  # small: one row per worker
-    results = sorted((json.loads(r["result"]) for r in records), key=lambda r: r["rank"])
+    results = [json.loads(r["result"]) for r in records]
+    first = next((r for r in records if r["rank"] == 0), records[0])  # assembled() refuses a missing rank 0
+    return assembled("tf_distribute", results, bytes(first["npz"]), bytes(first["keras"]), seed, start)
+
+
+def checked_request(config, workers: int) -> StackAutoencoderConfig:
+    """The autoencoder config, refused unless data-parallel training supports it and ``workers`` is >= 1."""
+    config = autoencoder_config_from_dict(config)
+    if not isinstance(config, StackAutoencoderConfig):
+        raise ConfigError(f"data-parallel training supports dense and batchnorm autoencoders, got type {config.type!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
+    return config
+
+
+def assembled(backend: str, results: list[dict], npz: bytes, keras: bytes, seed: int, start: float) -> DataParallelModel:
+    """Check every worker's record (ranks 0..N-1, one weight digest) and summarise rank 0's training."""
+    results = sorted(results, key=lambda r: r["rank"])
+    workers = len(results)
     if [r["rank"] for r in results] != list(range(workers)):
         raise RuntimeError(f"data-parallel training returned ranks {[r['rank'] for r in results]}, expected 0..{workers - 1}")
     digests = {r["digest"] for r in results}
     if len(digests) != 1:
         raise RuntimeError(f"data-parallel workers ended with different weights (digests {sorted(digests)})")
-    first = next(r for r in records if r["rank"] == 0)
     lead = results[0]
     history = lead["history"]
     best = lead["best_epoch"]
     training = {
-        "backend": "tf_distribute",
+        "backend": backend,
         "workers": workers,
         "devices": [r["device"] for r in results],
+        "keras_version": lead["keras_version"],  # a .keras file saved by Keras 2 (horovod) does not load in Keras 3
         "seed": seed,
         "rows": sum(r["rows"] for r in results),
         "epochs_run": lead["epochs_run"],
@@ -115,10 +129,10 @@ def train_data_parallel(
         "seconds": round(time.perf_counter() - start, 3),
     }
     logger.info(
-        "data-parallel training: %d rows on %d worker(s) %s, %d epoch(s), loss %.6g, %.1fs",
-        training["rows"], workers, training["devices"], training["epochs_run"], training["train_loss"], training["seconds"],
+        "data-parallel training (%s): %d rows on %d worker(s) %s, %d epoch(s), loss %.6g, %.1fs",
+        backend, training["rows"], workers, training["devices"], training["epochs_run"], training["train_loss"], training["seconds"],
     )  # fmt: skip
-    return DataParallelModel(bytes(first["npz"]), bytes(first["keras"]), results, training)
+    return DataParallelModel(npz, keras, results, training)
 
 
 def _free_port() -> int:

@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 
-def _pin_device(tf, local_rank: int) -> str:
+def pin_device(tf, local_rank: int) -> str:
     """One GPU per worker when TensorFlow sees any (Spark's assignment came in CUDA_VISIBLE_DEVICES), else CPU."""
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
@@ -55,16 +55,15 @@ def weights_digest(weights: list[np.ndarray]) -> str:
 
 
 def train(spec: dict) -> dict:
-    from segae_spark.models.autoencoders import autoencoder_config_from_dict, keras_model_bytes
+    from segae_spark.models.autoencoders import autoencoder_config_from_dict
     from segae_spark.models.dense import split_rows
-    from segae_spark.models.numpy_engine import NumpyAutoencoder
     from segae_spark.training.backends import limit_threads
 
     import keras
     import tensorflow as tf
 
     limit_threads(spec["threads"])  # the task's CPUs, so workers sharing a node do not oversubscribe it
-    device = _pin_device(tf, spec["local_rank"])
+    device = pin_device(tf, spec["local_rank"])
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     config = autoencoder_config_from_dict(spec["config"])
     rank, seed = spec["rank"], spec["seed"]
@@ -138,26 +137,43 @@ def train(spec: dict) -> dict:
             break
     if best_weights is not None:
         model.set_weights(best_weights)
-    weights = model.get_weights()
-    result = {
+    result = worker_record(rank, device, model, history, best_epoch, start, len(x), len(train_x))
+    if rank == 0:
+        keras_bytes, npz = model_files(config, width, seed, model.get_weights())
+        with open(os.path.join(spec["out"], "model.keras"), "wb") as fh:
+            fh.write(keras_bytes)
+        with open(os.path.join(spec["out"], "model.npz"), "wb") as fh:
+            fh.write(npz)
+    return result
+
+
+def worker_record(rank: int, device: str, model, history: dict, best_epoch: int, start: float, rows: int, train_rows: int) -> dict:
+    """What every data-parallel worker reports: its weight digest and rank 0's history for the manifest."""
+    import keras
+
+    return {
         "rank": rank,
         "device": device,
-        "digest": weights_digest(weights),
+        "keras_version": keras.__version__,
+        "digest": weights_digest(model.get_weights()),
         "history": history,
         "epochs_run": len(history["loss"]),
         "best_epoch": best_epoch,
         "seconds": round(time.perf_counter() - start, 3),
-        "rows": int(len(x)),
-        "train_rows": int(len(train_x)),
+        "rows": int(rows),
+        "train_rows": int(train_rows),
     }
-    if rank == 0:
-        plain = config.build(width, seed)
-        plain.set_weights(weights)
-        with open(os.path.join(spec["out"], "model.keras"), "wb") as fh:
-            fh.write(keras_model_bytes(plain))
-        with open(os.path.join(spec["out"], "model.npz"), "wb") as fh:
-            fh.write(NumpyAutoencoder.from_keras(plain).to_npz_bytes())
-    return result
+
+
+def model_files(config, width: int, seed: int, weights: list[np.ndarray]) -> tuple[bytes, bytes]:
+    """(``.keras``, ``.npz``) bytes of the trained weights in a freshly built model, without the
+    distributed optimizer or strategy, so the file loads anywhere."""
+    from segae_spark.models.autoencoders import keras_model_bytes
+    from segae_spark.models.numpy_engine import NumpyAutoencoder
+
+    plain = config.build(width, seed)
+    plain.set_weights(weights)
+    return keras_model_bytes(plain), NumpyAutoencoder.from_keras(plain).to_npz_bytes()
 
 
 def main(argv: list[str]) -> int:
