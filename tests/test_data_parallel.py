@@ -138,7 +138,9 @@ def test_segmentae_trains_a_large_model_data_parallel_and_scores_like_the_driver
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_batchnorm_moving_statistics_agree_across_workers(spark, backend):
+def test_batchnorm_moving_statistics_agree_across_workers(spark, backend, monkeypatch):
+    """Also validates in chunks of 64 rows (tf_distribute): ~100 validation rows per worker, two calls each."""
+    monkeypatch.setattr("segae_spark.training.data_parallel.VALIDATION_CHUNK_ROWS", 64)
     x = _low_rank(2000, 5)
     df = spark.createDataFrame([(i, row.tolist()) for i, row in enumerate(x)], "id long, x array<float>")
     config = {"type": "batchnorm", "hidden_layers": [8, 3], "epochs": 2, "batch_size": 128, "validation_split": 0.1}

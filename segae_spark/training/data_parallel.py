@@ -55,6 +55,9 @@ _RESULT_SCHEMA = StructType(
 
 _RESULT_ARROW = to_arrow_schema(_RESULT_SCHEMA)
 
+VALIDATION_CHUNK_ROWS = 65536
+"""Validation rows a worker evaluates per call: a segment of millions of rows must not go through at once."""
+
 
 @dataclass
 class DataParallelModel:
@@ -158,6 +161,7 @@ class _BarrierTask:
 
     def __init__(self, features_col: str, config: dict, seed: int, workers: int, threads: int):
         self.features_col, self.config, self.seed, self.workers, self.threads = features_col, config, seed, workers, threads
+        self.validation_chunk_rows = VALIDATION_CHUNK_ROWS
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import BarrierTaskContext
@@ -188,6 +192,8 @@ class _BarrierTask:
                 "local_rank": [m["host"] for m in everyone[:rank]].count(host),
                 "val_rows": n_val,
                 "global_val_rows": sum(m["val_rows"] for m in everyone),
+                "max_val_rows": max(m["val_rows"] for m in everyone),
+                "validation_chunk_rows": self.validation_chunk_rows,
                 "local_batch": local_batch,
                 "threads": self.threads,
                 "steps": math.ceil(train_rows / (local_batch * self.workers)),

@@ -108,7 +108,7 @@ def train(spec: dict) -> dict:
         penalty = tf.add_n(model.losses) if model.losses else tf.constant(0.0)
         return error, penalty
 
-    @tf.function
+    @tf.function(reduce_retracing=True)
     def validation(rows):
         error, penalty = strategy.run(replica_validation, args=(rows,))
         return strategy.reduce("sum", error, axis=None), strategy.reduce("mean", penalty, axis=None)
@@ -126,8 +126,12 @@ def train(spec: dict) -> dict:
             best_epoch = epoch
             continue
         rows = val_x if val_x is not None else np.zeros((0, width), np.float32)
-        error, penalty = validation(tf.constant(rows))
-        val_loss = float(error) / spec["global_val_rows"] + float(penalty)
+        error = 0.0
+        chunk = spec["validation_chunk_rows"]
+        for first in range(0, spec["max_val_rows"], chunk):  # the same number of calls on every worker
+            chunk_error, penalty = validation(tf.constant(rows[first : first + chunk]))
+            error += float(chunk_error)
+        val_loss = error / spec["global_val_rows"] + float(penalty)
         history["val_loss"].append(val_loss)
         # Keras' EarlyStopping, restoring the best epoch's weights.
         wait += 1
