@@ -71,26 +71,26 @@ def arrow_to_dataframe(spark: SparkSession, table: pa.Table) -> DataFrame:
 def save_params_metadata(instance, path: str, spark: SparkSession, extra: dict | None = None) -> None:
     """``DefaultParamsWriter.saveMetadata``: the stage's params as one line of JSON in ``path/metadata``.
 
-    Spark 4 takes the session and writes the line with ``write.text``; Spark
-    3.5 takes the SparkContext and writes it with ``saveAsTextFile``, whose part
-    file has no ``.txt`` suffix. Here 3.5 writes it as Spark 4 does, so a model
-    directory looks the same whichever Spark saved it (both read either).
+    The line is what Spark's writer builds (Spark 4 takes the session, 3.5
+    the SparkContext), written straight through Hadoop's FileSystem instead
+    of by a Spark job (:mod:`segae_spark.io.hadoop_files`), so a model
+    directory looks the same whichever Spark saved it.
     """
     from pyspark.ml.util import DefaultParamsWriter
 
-    if SPARK_VERSION >= (4, 0):
-        DefaultParamsWriter.saveMetadata(instance, path, spark, extraMetadata=extra)
-        return
-    line = DefaultParamsWriter._get_metadata_to_save(instance, spark.sparkContext, extra)
-    spark.createDataFrame([(line,)], schema=["value"]).coalesce(1).write.text(f"{path}/metadata")
+    from segae_spark.io.hadoop_files import write_text_part
+
+    context = spark if SPARK_VERSION >= (4, 0) else spark.sparkContext
+    write_text_part(spark, f"{path}/metadata", DefaultParamsWriter._get_metadata_to_save(instance, context, extra))
 
 
 def load_params_metadata(path: str, spark: SparkSession, expected_class: str = "") -> dict:
-    """``DefaultParamsReader.loadMetadata``: Spark 4 takes the session, Spark 3.5 the SparkContext."""
+    """``DefaultParamsReader.loadMetadata``, reading the line without a Spark job."""
     from pyspark.ml.util import DefaultParamsReader
 
-    context = spark if SPARK_VERSION >= (4, 0) else spark.sparkContext
-    return DefaultParamsReader.loadMetadata(path, context, expectedClassName=expected_class)
+    from segae_spark.io.hadoop_files import read_first_line
+
+    return DefaultParamsReader._parseMetaData(read_first_line(spark, f"{path}/metadata"), expected_class)
 
 
 def cast_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
