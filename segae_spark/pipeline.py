@@ -109,8 +109,9 @@ class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParams
             raise ConfigError(f"trainingBackend must be one of {TRAINING_BACKENDS}, got {get(self.trainingBackend)!r}")
         if get(self.maxRowsPerSegment) < 10:
             raise ConfigError(f"maxRowsPerSegment must be >= 10, got {get(self.maxRowsPerSegment)}")
-        if get(self.trainingBackend) == "horovod" and horovod_missing():
-            raise ConfigError(horovod_missing())
+        missing = horovod_missing() if get(self.trainingBackend) == "horovod" else None
+        if missing:
+            raise ConfigError(missing)
         if get(self.dataParallelWorkers) < 0:
             raise ConfigError(f"dataParallelWorkers must be >= 0 (0: every task slot), got {get(self.dataParallelWorkers)}")
         if get(self.minRowsPerSegment) < 2:
