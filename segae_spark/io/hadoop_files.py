@@ -1,4 +1,4 @@
-"""One-line text files through Hadoop's FileSystem, from the driver, without a Spark job.
+"""Small file operations through Hadoop's FileSystem, from the driver, without a Spark job.
 
 Spark ML keeps a stage's params as one JSON line in ``<stage>/metadata/``,
 written as a text "table" (a part file and ``_SUCCESS``) by a Spark job and
@@ -19,6 +19,12 @@ def _filesystem(spark: SparkSession, directory: str):
     jvm = spark.sparkContext._jvm
     path = jvm.org.apache.hadoop.fs.Path(directory)
     return jvm, path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+
+def delete_path(spark: SparkSession, path: str) -> None:
+    """Delete ``path`` and everything under it (nothing happens if it does not exist)."""
+    _, hadoop_path, fs = _filesystem(spark, path)
+    fs.delete(hadoop_path, True)
 
 
 def write_text_part(spark: SparkSession, directory: str, line: str) -> None:

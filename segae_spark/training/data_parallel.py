@@ -86,13 +86,19 @@ def train_data_parallel(
     """
     config = checked_request(config, workers)
     start = time.perf_counter()
-    parts = rows.select(hash_col, features_col).repartition(workers, hash_col).sortWithinPartitions(hash_col)
+    parts = worker_partitions(rows, features_col, hash_col, workers)
     task = _BarrierTask(features_col, config.to_dict(), seed, workers, task_threads(rows.sparkSession, workers))
     logger.info("data-parallel training: %d barrier task(s), %s", workers, config.label)
     records = parts.mapInArrow(task, _RESULT_SCHEMA, barrier=True).collect()  # small: one row per worker
     results = [json.loads(r["result"]) for r in records]
     first = next((r for r in records if r["rank"] == 0), records[0])  # assembled() refuses a missing rank 0
     return assembled("tf_distribute", results, bytes(first["npz"]), bytes(first["keras"]), seed, start)
+
+
+def worker_partitions(rows: DataFrame, features_col: str, hash_col: str, workers: int) -> DataFrame:
+    """The rows in ``workers`` partitions by content hash, sorted by it: partition i is worker i's share,
+    the same whatever order the input came in."""
+    return rows.select(hash_col, features_col).repartition(workers, hash_col).sortWithinPartitions(hash_col)
 
 
 def checked_request(config, workers: int) -> StackAutoencoderConfig:

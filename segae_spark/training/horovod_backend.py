@@ -28,9 +28,10 @@ import uuid
 from pyspark.sql import DataFrame
 
 from segae_spark.errors import ConfigError
+from segae_spark.io.hadoop_files import delete_path
 from segae_spark.progress import logger
 from segae_spark.training.backends import task_threads
-from segae_spark.training.data_parallel import DataParallelModel, assembled, checked_request
+from segae_spark.training.data_parallel import DataParallelModel, assembled, checked_request, worker_partitions
 
 
 def horovod_missing() -> str | None:
@@ -75,9 +76,7 @@ def train_horovod(
     start = time.perf_counter()
     path, owned = _staging_path(staging_dir)
     try:
-        rows.select(hash_col, features_col).repartition(workers, hash_col).sortWithinPartitions(hash_col).write.mode(
-            "errorifexists"
-        ).parquet(path)
+        worker_partitions(rows, features_col, hash_col, workers).write.mode("errorifexists").parquet(path)
         logger.info("horovod training: %d rank(s), %s, rows staged at %s", workers, config.label, path)
         spec = {
             "path": path,
@@ -107,6 +106,4 @@ def _remove(spark, path: str, owned: str | None) -> None:
     if owned is not None:
         shutil.rmtree(owned, ignore_errors=True)
         return
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(hadoop_path, True)
+    delete_path(spark, path)
