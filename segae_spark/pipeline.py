@@ -354,17 +354,27 @@ class SegmentAEModel(Model, SegmentAEParams, MLWritable, MLReadable):
         model = self._with(thresholdRatio=threshold_ratio)
         outputs = _output_columns(model)
         scored = model.transform(df)
-        metrics = evaluate(scored, target_col, outputs.score, outputs.prediction, outputs.segment, outputs.threshold, rank_by=rank_by)
-        if model.artifact.supervised is not None:
+        if model.artifact.supervised is None:
+            return evaluate(scored, target_col, outputs.score, outputs.prediction, outputs.segment, outputs.threshold, rank_by=rank_by)
+        probability, fraud_prediction = model.getOrDefault(model.probabilityCol), model.getOrDefault(model.fraudPredictionCol)
+        # Two evaluations read the scores: the narrow selection is cached, so
+        # the table goes through the autoencoders and the classifier once.
+        # (A missing column is left for evaluate to name.)
+        needed = (target_col, outputs.score, outputs.prediction, outputs.segment, outputs.threshold, probability, fraud_prediction)
+        scored = scored.select(*[c for c in needed if c in scored.columns]).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            metrics = evaluate(scored, target_col, outputs.score, outputs.prediction, outputs.segment, outputs.threshold, rank_by=rank_by)
             # The second stage's flag is probability > 0.5 in every segment.
             metrics["supervised"] = evaluate(
                 scored.withColumn(_STAGE_THRESHOLD, F.lit(0.5)),
                 target_col,
-                model.getOrDefault(model.probabilityCol),
-                model.getOrDefault(model.fraudPredictionCol),
+                probability,
+                fraud_prediction,
                 outputs.segment,
                 _STAGE_THRESHOLD,
             )
+        finally:
+            scored.unpersist()
         return metrics
 
     def infer_threshold(
