@@ -30,23 +30,22 @@ returning the model. Writes benchmarks/results/data_parallel.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
 
 import numpy as np
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import functions as F
 
-from segae_spark import __version__, generate_transactions, get_or_create_session
-from segae_spark.artifacts import dependency_versions
+from segae_spark import generate_transactions, get_or_create_session
 from segae_spark.features.preprocessing import FEATURES_COL, build_preprocessing
 from segae_spark.features.schema import resolve_features
 from segae_spark.models.dense import DenseAutoencoderConfig
 from segae_spark.models.stacked import train_autoencoder
 from segae_spark.training.data_parallel import train_data_parallel
 from segae_spark.training.horovod_backend import train_horovod
+
+from reporting import run_environment, versions_text, write_report
 
 TRAIN = {"tf_distribute": train_data_parallel, "horovod": train_horovod}
 
@@ -111,9 +110,7 @@ def main() -> None:
         lines.append(f"| {r['run']} | {r['rows']:,} | {r['epochs']} | {r['loop_s']} | {r['wall_s']} | {r['samples_per_s']:,} | {r['final_loss']:.5f} |")
     table = "\n".join(lines)
     report = {
-        "date": time.strftime("%Y-%m-%d"),
-        "versions": dependency_versions(),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        **run_environment(),
         "spark_parallelism": spark.sparkContext.defaultParallelism,
         "backend": args.backend,
         "data": {"rows": args.rows, "normal_rows": n, "seed": args.seed, "features": int(x.shape[1])},
@@ -121,22 +118,16 @@ def main() -> None:
         "runs": runs,
         "total_seconds": total_s,
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".json", "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=2)
     header = (
         "# Data-parallel training: samples/s\n\n"
-        f"{report['date']}, segae-spark {__version__}, "
-        + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if k != "segae_spark")
+        + versions_text(report)
         + f"; {report['machine']['cpus']} CPUs, Spark parallelism {report['spark_parallelism']}, "
         f"{report['machine']['platform']}.\n\n"
         f"{n:,} normal synthetic transactions ({x.shape[1]} features), dense [32, 16, 8], global batch 256, "
         f"{args.epochs} epochs, 90 % of the rows trained on. Whole run {total_s:.0f} s.\n\n"
     )
-    with open(args.out + ".md", "w", encoding="utf-8") as fh:
-        fh.write(header + table + "\n")
     print(table)
-    print(f"whole run {total_s:.0f} s; written to {args.out}.json and {args.out}.md")
+    write_report(args.out, report, header + table, f"whole run {total_s:.0f} s; ")
 
 
 if __name__ == "__main__":

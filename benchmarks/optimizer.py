@@ -30,15 +30,14 @@ and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 
-from segae_spark import SegmentAE, SegmentAEOptimizer, __version__, generate_transactions, get_or_create_session
-from segae_spark.artifacts import dependency_versions
+from segae_spark import SegmentAE, SegmentAEOptimizer, generate_transactions, get_or_create_session
 from segae_spark.optimizer import split_validation
+
+from reporting import run_environment, write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "optimizer")
@@ -145,10 +144,7 @@ def main() -> None:
     naive_s, naive = one_by_one(args, optimizer, train, valid)
 
     report = {
-        "date": time.strftime("%Y-%m-%d"),
-        "segae_spark": __version__,
-        "versions": dependency_versions(),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        **run_environment(),
         "spark_parallelism": spark.sparkContext.defaultParallelism,
         "data": {"rows": args.rows, "seed": args.seed, **counts},
         "grid": grid(args),
@@ -162,12 +158,8 @@ def main() -> None:
         "leaderboard": result.leaderboard,
     }
     table = markdown(report)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".json", "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=2, default=str)
-    with open(args.out + ".md", "w", encoding="utf-8") as fh:
-        fh.write(table + "\n")
     print(table)
+    write_report(args.out, report, table)
     if report["disagreements"]:
         print("\n".join(report["disagreements"]), file=sys.stderr)
         sys.exit(1)

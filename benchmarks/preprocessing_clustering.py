@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -191,8 +190,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    from segae_spark import __version__
-    from segae_spark.artifacts import dependency_versions
+    from reporting import run_environment, versions_text, write_report
 
     sizes = [int(n) for n in args.rows.split(",") if n.strip()]
     written = write_data(sizes, args.data_dir, args.seed)
@@ -206,9 +204,7 @@ def main() -> None:
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
 
     report = {
-        "date": time.strftime("%Y-%m-%d"),
-        "versions": dependency_versions(),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        **run_environment(),
         "master": args.master,
         "config": {"clusterer": "kmeans", "K": args.clusters, "clusterRuns": args.runs, "seed": args.seed,
                    "preprocessing": "build_preprocessing defaults", "exclude": EXCLUDE},  # fmt: skip
@@ -216,23 +212,17 @@ def main() -> None:
         "runs": runs,
     }
     table = markdown(runs)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".json", "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=2)
     header = (
-        f"# Preprocessing and clustering: seconds per stage and peak driver memory\n\n"
-        f"{report['date']}, segae-spark {__version__}, "
-        + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if k != "segae_spark")
+        "# Preprocessing and clustering: seconds per stage and peak driver memory\n\n"
+        + versions_text(report)
         + f"; {report['machine']['cpus']} CPUs, master {args.master}, {report['machine']['platform']}.\n\n"
         f"Synthetic transactions read from Parquet; {runs[0]['features']} features after preprocessing "
         f"(build_preprocessing defaults); KMeans K={args.clusters}, best of {args.runs} seeded fits. "
         "Each row count runs in its own process. With a local master the driver JVM also runs the "
         "executors, so its heap holds the cached features too.\n\n"
     )
-    with open(args.out + ".md", "w", encoding="utf-8") as fh:
-        fh.write(header + table + "\n")
     print(table)
-    print(f"written to {args.out}.json and {args.out}.md")
+    write_report(args.out, report, header + table)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 
@@ -63,8 +62,7 @@ import pandas as pd
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, precision_recall_curve, precision_recall_fscore_support, roc_auc_score
 
-from segae_spark import SegmentAE, __version__, get_or_create_session
-from segae_spark.artifacts import dependency_versions
+from segae_spark import SegmentAE, get_or_create_session
 from segae_spark.data.datasets import (
     CATEGORICAL_COLS,
     DATASETS,
@@ -75,6 +73,8 @@ from segae_spark.data.datasets import (
     dataset_paths,
     feature_columns,
 )
+
+from reporting import run_environment, versions_text, write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "quality_datasets")
@@ -354,9 +354,7 @@ def main() -> None:
     means = compute_means(results)
     total_s = round(time.perf_counter() - total_start, 1)
     report = {
-        "date": time.strftime("%Y-%m-%d"),
-        "versions": dependency_versions(),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        **run_environment(),
         "spark_parallelism": spark.sparkContext.defaultParallelism,
         "protocol": "seed 42; 75% of shuffled normals train; test = other 25% normals + all anomalies; "
         "nsl_kdd: all normals of KDDTrain+_20Percent train, all of KDDTest+ tests",
@@ -375,23 +373,18 @@ def main() -> None:
         "total_seconds": total_s,
     }
     table = markdown_tables(results, means)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".json", "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=2)
     header = (
-        f"# Detection quality on public datasets\n\n{report['date']}, segae-spark {__version__}, "
-        + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if k != "segae_spark")
+        "# Detection quality on public datasets\n\n"
+        + versions_text(report)
         + f"; {report['machine']['cpus']} CPUs, {report['machine']['platform']}, Python {report['machine']['python']}. "
         f"Epochs {args.epochs}, seed {args.seed}. Whole run {total_s:.0f} s.\n\n"
         "Protocol: " + report["protocol"] + ". Config: see `benchmarks/quality_datasets.py`.\n\n"
     )
     notes = "".join(f"\nSkipped {s['dataset']}: missing {', '.join(s['missing'])}" for s in skipped)
-    with open(args.out + ".md", "w", encoding="utf-8") as fh:
-        fh.write(header + table + "\n" + notes + ("\n" if notes else ""))
     print(table)
     if notes:
         print(notes.strip())
-    print(f"whole run {total_s:.0f} s; written to {args.out}.json and {args.out}.md")
+    write_report(args.out, report, header + table + "\n" + notes, f"whole run {total_s:.0f} s; ")
 
 
 if __name__ == "__main__":

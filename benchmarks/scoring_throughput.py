@@ -83,7 +83,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -688,8 +687,8 @@ def main() -> None:
             with open(os.path.join(workdir, "fit.json"), encoding="utf-8") as fh:
                 fit_seconds = json.load(fh)["fit_seconds"]
 
-        from segae_spark import __version__, generate_transactions, get_or_create_session
-        from segae_spark.artifacts import dependency_versions
+        from reporting import run_environment, versions_text, write_report
+        from segae_spark import generate_transactions, get_or_create_session
         from segae_spark.io import read_table, write_table
         from segae_spark.pipeline import SegmentAEModel
         from segae_spark.session import has_native_delta
@@ -779,15 +778,10 @@ def main() -> None:
         with open("/proc/meminfo", encoding="ascii") as fh:
             mem_total = next((int(line.split()[1]) for line in fh if line.startswith("MemTotal:")), 0)
         conf = spark.sparkContext.getConf()
+        environment = run_environment()
         report = {
-            "date": time.strftime("%Y-%m-%d"),
-            "machine": {
-                "cpus": os.cpu_count(),
-                "memory_gib": round(mem_total / 1024**2, 1),
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-            },
-            "versions": dependency_versions(),
+            **environment,
+            "machine": {**environment["machine"], "memory_gib": round(mem_total / 1024**2, 1)},
             "spark": {
                 "master": spark.sparkContext.master,
                 "parallelism": spark.sparkContext.defaultParallelism,
@@ -813,23 +807,17 @@ def main() -> None:
         }
         report["goals"] = goals_of(sizes, baseline)
         table = markdown(report)
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out + ".json", "w", encoding="utf-8") as fh:
-            json.dump(report, fh, indent=2)
         header = (
             "# Scoring throughput: Delta in, Delta out\n\n"
-            f"{report['date']}, segae-spark {__version__}, "
-            + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if k != "segae_spark")
+            + versions_text(report)
             + f"; {report['machine']['cpus']} CPUs, {report['machine']['memory_gib']} GiB, Spark {report['spark']['master']} "
             f"(parallelism {report['spark']['parallelism']}, driver memory {report['spark']['driver_memory']}), "
             f"Delta writer {report['spark']['delta_writer']}. Model: {report['model']['features']} features, "
             f"{report['model']['segments']} segments, {'model ' + args.model if args.model else 'dense 32-16-8'}. Whole run {report['seconds_total']:.0f} s; "
             f"1-minute load average {report['load_average_1m']['start']} at the start, {report['load_average_1m']['end']} at the end.\n\n"
         )
-        with open(args.out + ".md", "w", encoding="utf-8") as fh:
-            fh.write(header + table + "\n")
         print(table)
-        print(f"whole run {report['seconds_total']:.0f} s; written to {args.out}.json and {args.out}.md")
+        write_report(args.out, report, header + table, f"whole run {report['seconds_total']:.0f} s; ")
     finally:
         if created and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

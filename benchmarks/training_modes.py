@@ -38,16 +38,15 @@ The default run took 243 s on 2 shared cores (measured 2026-11-23).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 
 from pyspark.sql import functions as F
 
-from segae_spark import SegmentAE, __version__, generate_transactions, get_or_create_session
-from segae_spark.artifacts import dependency_versions
+from segae_spark import SegmentAE, generate_transactions, get_or_create_session
+
+from reporting import run_environment, versions_text, write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "training_modes")
@@ -181,9 +180,7 @@ def main() -> None:
 
     total_s = round(time.perf_counter() - total_start, 1)
     report = {
-        "date": time.strftime("%Y-%m-%d"),
-        "versions": dependency_versions(),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        **run_environment(),
         "spark_parallelism": spark.sparkContext.defaultParallelism,
         "spark_task_cpus": spark.conf.get("spark.task.cpus", "1"),
         "data": {"rows": args.rows, "seed": args.seed, "cutoff": CUTOFF, "train_rows": counts.get(True, 0),
@@ -196,13 +193,9 @@ def main() -> None:
         "total_seconds": total_s,
     }
     table = markdown(runs, ratios)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".json", "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=2)
     header = (
         f"# Training modes: {args.clusters} per-segment autoencoders vs one shared\n\n"
-        f"{report['date']}, segae-spark {__version__}, "
-        + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if k != "segae_spark")
+        + versions_text(report)
         + f"; {report['machine']['cpus']} CPUs, Spark parallelism {report['spark_parallelism']}, "
         f"{report['machine']['platform']}, Python {report['machine']['python']}.\n\n"
         f"{args.rows:,} synthetic transactions (seed {args.seed}); train on {train_normals:,} normal rows before "
@@ -210,10 +203,8 @@ def main() -> None:
         f"M={args.max_rows_per_segment:,} rows per segment, {args.epochs} epochs for every model. "
         f"Whole run {total_s:.0f} s.\n\n"
     )
-    with open(args.out + ".md", "w", encoding="utf-8") as fh:
-        fh.write(header + table + "\n")
     print(table)
-    print(f"whole run {total_s:.0f} s; written to {args.out}.json and {args.out}.md")
+    write_report(args.out, report, header + table, f"whole run {total_s:.0f} s; ")
 
 
 if __name__ == "__main__":
