@@ -39,6 +39,8 @@ import sys
 import tempfile
 import time
 
+from jvm_heap import JvmHeap
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "preprocessing_clustering")
 EXCLUDE = ["is_fraud", "transaction_id", "event_date"]
@@ -68,35 +70,6 @@ def write_data(sizes: list[int], data_dir: str, seed: int) -> dict[int, float]:
     return seconds
 
 
-class JvmHeap:
-    """Peak and live heap of the session's JVM, through its management beans."""
-
-    def __init__(self, spark):
-        self.spark = spark
-        factory = spark._jvm.java.lang.management.ManagementFactory
-        self.memory = factory.getMemoryMXBean()
-        self.pools = [p for p in factory.getMemoryPoolMXBeans() if str(p.getType()) == "Heap memory"]
-
-    def reset_peak(self) -> None:
-        for pool in self.pools:
-            pool.resetPeakUsage()
-
-    def peak_mb(self) -> float:
-        return sum(pool.getPeakUsage().getUsed() for pool in self.pools) / MB
-
-    def max_mb(self) -> float:
-        return self.memory.getHeapMemoryUsage().getMax() / MB
-
-    def live_mb(self) -> float:
-        """Heap used after a full collection: what the JVM really holds on to."""
-        self.spark._jvm.java.lang.System.gc()
-        return self.memory.getHeapMemoryUsage().getUsed() / MB
-
-    def cached_mb(self) -> tuple[float, float]:
-        infos = list(self.spark.sparkContext._jsc.sc().getRDDStorageInfo())
-        return sum(i.memSize() for i in infos) / MB, sum(i.diskSize() for i in infos) / MB
-
-
 def python_peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
@@ -121,7 +94,7 @@ def measure(path: str, rows: int, clusters: int, runs: int, seed: int, master: s
         stages.append({
             "stage": name,
             "seconds": round(time.perf_counter() - start, 2),
-            "jvm_heap_peak_mb": round(heap.peak_mb()),
+            "jvm_heap_peak_mb": round(heap.peak_mib()),
             "python_peak_rss_mb": round(python_peak_mb()),
         })  # fmt: skip
         print(f"[{rows:,}] {name}: {stages[-1]['seconds']:.1f}s", file=sys.stderr, flush=True)
@@ -134,7 +107,7 @@ def measure(path: str, rows: int, clusters: int, runs: int, seed: int, master: s
         "fit kmeans", lambda: fit_segmenter(features, FEATURES_COL, "segment", model="kmeans", n_clusters=clusters, seed=seed, runs=runs)
     )
     sizes = timed("assign segments", lambda: segment_sizes(fit.model.transform(features), "segment", fit.n_segments))
-    cached_memory, cached_disk = heap.cached_mb()
+    cached_memory, cached_disk = heap.cached_mib()
     result = {
         "rows": rows,
         "features": len(fit.model.clusterCenters()[0]),
@@ -142,8 +115,8 @@ def measure(path: str, rows: int, clusters: int, runs: int, seed: int, master: s
         "total_seconds": round(sum(s["seconds"] for s in stages), 2),
         "python_peak_rss_mb": round(python_peak_mb()),
         "jvm_heap_peak_mb": max(s["jvm_heap_peak_mb"] for s in stages),
-        "jvm_heap_max_mb": round(heap.max_mb()),
-        "jvm_heap_live_after_gc_mb": round(heap.live_mb()),
+        "jvm_heap_max_mb": round(heap.max_mib()),
+        "jvm_heap_live_after_gc_mb": round(heap.live_mib()),
         "features_cached_memory_mb": round(cached_memory),
         "features_cached_disk_mb": round(cached_disk),
         "segment_sizes": sizes,

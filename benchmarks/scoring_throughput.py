@@ -94,6 +94,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
+from jvm_heap import JvmHeap
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "scoring_throughput")
 WARM_UP_ROWS = 10_000
 RATIO_GOAL = 1.5
@@ -208,33 +210,6 @@ def probe_workers(spark, reset: bool) -> dict:
         "workers": len(peaks),
         "reset": all(r["reset"] for r in rows),
     }
-
-
-class JvmHeap:
-    """The driver JVM's heap through its management beans: peak used since a reset, live after a full GC."""
-
-    def __init__(self, spark):
-        self.spark = spark
-        factory = spark._jvm.java.lang.management.ManagementFactory
-        self.memory = factory.getMemoryMXBean()
-        self.pools = [p for p in factory.getMemoryPoolMXBeans() if str(p.getType()) == "Heap memory"]
-
-    def reset_peak(self) -> None:
-        # A full GC first: G1 then gives back the heap that generating the input
-        # expanded, so the RSS peak measured next is the jobs' own.
-        self.spark._jvm.java.lang.System.gc()
-        for pool in self.pools:
-            pool.resetPeakUsage()
-
-    def peak_mib(self) -> float:
-        return sum(pool.getPeakUsage().getUsed() for pool in self.pools) / 2**20
-
-    def max_mib(self) -> float:
-        return self.memory.getHeapMemoryUsage().getMax() / 2**20
-
-    def live_mib(self) -> float:
-        self.spark._jvm.java.lang.System.gc()
-        return self.memory.getHeapMemoryUsage().getUsed() / 2**20
 
 
 # ------------------------------------------------------------------------ CPU
@@ -718,7 +693,7 @@ def main() -> None:
             log(f"size {n:,}: generating and writing the input table (not timed)")
             written = write_table(generate_transactions(spark, n, seed=args.seed + 1), source, mode="overwrite", partition_by=["event_date"])
             resets = {
-                "driver_jvm": heap.reset_peak() is None and jpid is not None and reset_peak(jpid),
+                "driver_jvm": heap.reset_peak(collect_first=True) is None and jpid is not None and reset_peak(jpid),
                 "driver_python": reset_peak("self"),
                 "workers": probe_workers(spark, reset=True)["reset"],
             }
