@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -43,6 +43,23 @@ class OutputColumns:
     def names(self) -> list[str]:
         """The columns every scoring adds (``top_features`` only when asked for)."""
         return [self.segment, self.score, self.threshold, self.score_ratio, self.prediction]
+
+    @classmethod
+    def from_params(cls, value: Callable[[str], str]) -> "OutputColumns":
+        """The names a model's params give, read by param name (``segmentCol``, ...) with ``value``:
+        the same for a live SegmentAEModel and for the params stored in its directory."""
+        return cls(**{field: value(param) for field, param in _PARAM_OF_FIELD.items()})
+
+
+# The SegmentAEModel param naming each output column.
+_PARAM_OF_FIELD = {
+    "segment": "segmentCol",
+    "score": "scoreCol",
+    "threshold": "thresholdCol",
+    "score_ratio": "scoreRatioCol",
+    "prediction": "predictionCol",
+    "top_features": "topFeaturesCol",
+}
 
 
 @dataclass(frozen=True)

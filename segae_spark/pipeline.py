@@ -66,14 +66,7 @@ _STAGE_THRESHOLD = "__segae_stage_threshold"
 
 
 def _output_columns(params: SegmentAEParams) -> OutputColumns:
-    return OutputColumns(
-        segment=params.getOrDefault(params.segmentCol),
-        score=params.getOrDefault(params.scoreCol),
-        threshold=params.getOrDefault(params.thresholdCol),
-        score_ratio=params.getOrDefault(params.scoreRatioCol),
-        prediction=params.getOrDefault(params.predictionCol),
-        top_features=params.getOrDefault(params.topFeaturesCol),
-    )
+    return OutputColumns.from_params(params.getOrDefault)
 
 
 class SegmentAE(Estimator, SegmentAEParams, DefaultParamsWritable, DefaultParamsReadable):

@@ -119,6 +119,27 @@ def test_pandas_scores_equal_spark_transform(data, fitted):
 
 
 @ONE
+def test_renamed_output_columns_are_used_by_spark_and_pandas_scoring(data, fitted, tmp_path):
+    """The output-name params (set to avoid a clash with input columns) travel with the saved model."""
+    _, score = data
+    model, _ = fitted
+    names = {"segmentCol": "seg", "scoreCol": "err", "thresholdCol": "thr", "scoreRatioCol": "ratio",
+             "predictionCol": "flag", "topFeaturesCol": "why"}  # fmt: skip
+    renamed = model.copy({model.getParam(param): name for param, name in names.items()})
+    path = str(tmp_path / "renamed")
+    renamed.save(path)
+    rows = score.limit(30)
+    expected = model.transform(rows).toPandas()
+    spark_cols = renamed.transform(rows).columns
+    pandas_cols = list(PandasScorer.load(path).score(rows.toPandas()).columns)
+    default_outputs = ["segment", "anomaly_score", "threshold", "score_ratio", "is_anomaly", "top_features"]
+    renames = dict(zip(default_outputs, names.values()))
+    want = {renames.get(c, c) for c in expected.columns}
+    assert set(spark_cols) == want and set(pandas_cols) == want
+    assert not set(default_outputs) & set(spark_cols)
+
+
+@ONE
 def test_scoring_imports_neither_spark_nor_tensorflow(data, fitted, tmp_path):
     _, score = data
     _, path = fitted
