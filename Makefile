@@ -2,7 +2,8 @@
 # Both create .venv (Python 3.11) and install the pinned versions of constraints.txt
 # (pyspark comes from the `spark` extra: on Databricks the runtime provides it).
 # `make test-compat` runs the tests again in .venv-compat, with Spark 3.5 and the
-# numpy / pandas / pyarrow it supports (constraints-compat.txt).
+# numpy / pandas / pyarrow it supports (constraints-compat.txt); `make test-py312`
+# runs them on Python 3.12 (.venv-py312, the pins of constraints.txt).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,7 +11,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv venv-compat demo test test-compat bench bench-quality bench-modes bench-prep bench-soak bench-optimizer bench-data-parallel venv-horovod test-horovod bench-horovod clean
+.PHONY: venv venv-compat venv-py312 demo test test-compat test-py312 bench bench-quality bench-modes bench-prep bench-soak bench-optimizer bench-data-parallel venv-horovod test-horovod bench-horovod clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +52,26 @@ test-compat: export PYSPARK_PYTHON := $(abspath $(COMPAT_PY))
 test-compat: export PYSPARK_DRIVER_PYTHON := $(abspath $(COMPAT_PY))
 test-compat: venv-compat
 	$(COMPAT_PY) -m pytest $(COMPAT_TESTS) $(PYTEST_ARGS)
+
+# Python 3.12 (Databricks 16.x runtimes) with the main pins; PYTHON312 names the
+# interpreter. By default the core tests (models, scoring, pipeline, I/O, local
+# scoring: about 15 minutes on 2 cores); PY312_TESTS=tests runs the whole suite.
+PYTHON312 ?= python3.12
+PY312_VENV := .venv-py312
+PY312_PY := $(PY312_VENV)/bin/python
+PY312_TESTS ?= tests/test_models.py tests/test_scoring.py tests/test_pipeline.py tests/test_io.py tests/test_local_scoring.py
+
+$(PY312_VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY312_PY) || $(PYTHON312) -m venv $(PY312_VENV)
+	$(PY312_PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[spark,dev]"
+	touch $@
+
+venv-py312: $(PY312_VENV)/.installed
+
+test-py312: export PYSPARK_PYTHON := $(abspath $(PY312_PY))
+test-py312: export PYSPARK_DRIVER_PYTHON := $(abspath $(PY312_PY))
+test-py312: venv-py312
+	$(PY312_PY) -m pytest $(PY312_TESTS) $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) benchmarks/scoring_throughput.py $(BENCH_ARGS)
