@@ -11,7 +11,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv venv-compat venv-py312 demo test test-compat test-py312 bench bench-quality bench-modes bench-prep bench-soak bench-optimizer bench-data-parallel venv-horovod test-horovod bench-horovod clean
+.PHONY: venv venv-compat venv-py312 demo test test-compat test-py312 bench bench-quality bench-modes bench-prep bench-soak bench-optimizer bench-data-parallel bench-peers venv-segmentae venv-horovod test-horovod bench-horovod clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -121,3 +121,24 @@ bench-soak: venv
 
 bench-optimizer: venv
 	$(PY) benchmarks/optimizer.py $(OPTIMIZER_ARGS)
+
+# benchmarks/peers.py: segae-spark next to SegmentAE 1.5.26, PyOD and scikit-learn.
+# SegmentAE pins pydantic 2.0, matplotlib 3.9.3 and atlantic, which clash with our
+# pins: it gets its own environment (.venv-segmentae, constraints-segmentae.txt,
+# 3.6 GB with TensorFlow and H2O); PyOD comes from the `bench` extra in .venv.
+SEGMENTAE_VENV := .venv-segmentae
+SEGMENTAE_PY := $(SEGMENTAE_VENV)/bin/python
+
+$(SEGMENTAE_VENV)/.installed: constraints-segmentae.txt
+	test -x $(SEGMENTAE_PY) || $(PYTHON) -m venv $(SEGMENTAE_VENV)
+	$(SEGMENTAE_PY) -m pip install --quiet --disable-pip-version-check -c constraints-segmentae.txt segmentae==1.5.26
+	touch $@
+
+venv-segmentae: $(SEGMENTAE_VENV)/.installed
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[spark,dev,mlflow,bench]"
+	touch $@
+
+bench-peers: $(VENV)/.bench-installed venv-segmentae
+	$(PY) benchmarks/peers.py --segmentae-python $(SEGMENTAE_PY) $(PEERS_ARGS)

@@ -51,6 +51,7 @@ Writes benchmarks/results/quality_datasets.json and .md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -134,6 +135,54 @@ def segae_params(train_rows: int, width: int, label: str, epochs: int, seed: int
         "thresholdMetric": "mse",
         "seed": seed,
     }
+
+
+def add_dataset_args(parser: argparse.ArgumentParser) -> None:
+    """The arguments every dataset benchmark takes: which datasets, where, epochs and seed."""
+    parser.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated subset of {','.join(DATASETS)}")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--root", default=DEFAULT_ROOT, help="folder of the benchmark datasets")
+
+
+def dataset_names(parser: argparse.ArgumentParser, args) -> list[str]:
+    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        parser.error(f"unknown dataset(s) {unknown}; expected among {list(DATASETS)}")
+    return names
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkDataset:
+    """One dataset split by the protocol, with the documented SegmentAE config sized for it."""
+
+    name: str
+    train: pd.DataFrame
+    test: pd.DataFrame
+    label: str
+    categorical: tuple[str, ...]
+    width: int
+    params: dict
+
+    @classmethod
+    def load(cls, name: str, root: str, seed: int, epochs: int) -> "BenchmarkDataset":
+        train, test, label = benchmark_pandas(name, root, seed)
+        categorical = CATEGORICAL_COLS.get(name, ())
+        width = encoded_width(train, label, categorical)
+        return cls(name, train, test, label, categorical, width, segae_params(len(train), width, label, epochs, seed))
+
+    def summary(self) -> dict:
+        return {
+            "dataset": self.name,
+            "train_rows": len(self.train),
+            "test_rows": len(self.test),
+            "test_anomalies": int(self.test[self.label].sum()),
+            "features": len(feature_columns(self.train.columns, self.label)),
+            "encoded_features": self.width,
+            "n_clusters": self.params["nClusters"],
+            "hidden_layers": self.params["autoencoder"]["hidden_layers"],
+        }
 
 
 # ---------------------------------------------------------------- metrics
@@ -299,16 +348,10 @@ def compute_means(results: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated subset of {','.join(DATASETS)}")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--root", default=DEFAULT_ROOT, help="folder of the benchmark datasets")
+    add_dataset_args(parser)
     parser.add_argument("--out", default=RESULTS, help="results path without extension (.json and .md are written)")
     args = parser.parse_args()
-    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
-    unknown = [n for n in names if n not in DATASETS]
-    if unknown:
-        parser.error(f"unknown dataset(s) {unknown}; expected among {list(DATASETS)}")
+    names = dataset_names(parser, args)
 
     total_start = time.perf_counter()
     spark = get_or_create_session({"spark.sql.shuffle.partitions": "4"})
@@ -321,20 +364,9 @@ def main() -> None:
             print(f"[skip] {name}: file(s) not found: {', '.join(missing)}", file=sys.stderr)
             continue
         start = time.perf_counter()
-        train, test, label = benchmark_pandas(name, args.root, args.seed)
-        categorical = CATEGORICAL_COLS.get(name, ())
-        width = encoded_width(train, label, categorical)
-        params = segae_params(len(train), width, label, args.epochs, args.seed)
-        result = {
-            "dataset": name,
-            "train_rows": len(train),
-            "test_rows": len(test),
-            "test_anomalies": int(test[label].sum()),
-            "features": len(feature_columns(train.columns, label)),
-            "encoded_features": width,
-            "n_clusters": params["nClusters"],
-            "hidden_layers": params["autoencoder"]["hidden_layers"],
-        }
+        data = BenchmarkDataset.load(name, args.root, args.seed, args.epochs)
+        train, test, label, categorical, width, params = data.train, data.test, data.label, data.categorical, data.width, data.params
+        result = data.summary()
         train_df, test_df = spark.createDataFrame(train), spark.createDataFrame(test)
         for mode in MODES:
             result[f"segae_{mode}"] = run_segae(train_df, test_df, label, params, mode)
