@@ -10,7 +10,7 @@ its test file), on the same splits:
 
 * ``segae-spark shared`` / ``per-segment``: ``SegmentAE`` with the documented
   config of ``benchmarks/quality_datasets.py`` (``segae_params``: standard
-  scaling, KMeans K = 3, dense ``[h, h/2, h/4]`` sized by the encoded width,
+  scaling, KMeans K = 3 (2 under 1,500 training rows), dense ``[h, h/2, h/4]`` sized by the encoded width,
   30 epochs with early stopping, threshold = 0.99 quantile of the segment's
   training MSE), in each training mode.
 * ``segae-spark optimizer's best``: the ``SegmentAEOptimizer``'s best of 8
@@ -29,7 +29,9 @@ its test file), on the same splits:
   same hidden layers, K, epochs, batch size, learning rate, validation share
   and patience; its ``OneHotEncoder`` for string columns, its ``MinMaxScaler``
   (its decoder ends in a sigmoid, so inputs belong in [0, 1]); score = the
-  MSE reconstruction error, flag at its default ``threshold_ratio=1.0``.
+  MSE reconstruction error, flag at its default ``threshold_ratio=1.0``;
+  missing numbers set to the training median first (its imputer fills only
+  the columns that had gaps when fitted).
 * ``PyOD IForest`` (200 trees), ``PyOD ECOD`` (its AutoEncoder needs PyTorch,
   several GB here, so ECOD stands in, as the issue allows) and
   ``scikit-learn IsolationForest`` (200 trees), on the training normals with
@@ -45,14 +47,15 @@ speed table for throughput). Metrics come from one function for every system
 (scikit-learn, on the collected scores of the small test split).
 
 **Scoring speed.** On ``--speed-rows`` synthetic transactions (default 1M;
-``generate_transactions``, seed 43), with every model fitted on 50,000 other
-synthetic rows (seed 42): the segae-spark job (read Parquet, ``transform``,
-write Parquet: the whole batch job), segae-spark's in-process
+``generate_transactions``, seed 43), with every model fitted on the normal
+rows of 50,000 others (seed 42): a segae-spark Spark job (read Parquet,
+``transform``, write Parquet with Spark's writer; not the delta-rs path of
+``segae-spark score``, which ``make bench`` times), segae-spark's in-process
 ``PandasScorer`` on the same rows in memory, SegmentAE's ``Preprocessing.
 transform`` + ``detections()``, and PyOD's ``decision_function`` (IForest,
 ECOD) after the same one-hot encoding. Rows/s each, same machine, same run.
-SegmentAE scores well under 2,000 rows/s (about 10 minutes per million
-rows, row by row in Python), so it scores the first
+SegmentAE scores under 1,000 rows/s here (24 minutes per million rows: its
+errors are computed row by row in Python), so it scores the first
 ``--segmentae-speed-rows`` of them (default 100,000; 0 for all): a rate,
 measured on a tenth of the rows.
 
