@@ -239,13 +239,14 @@ def run_pyod_and_sklearn(train, test, label: str, categorical: tuple[str, ...], 
     return results
 
 
-def segmentae_job(name: str, kind: str, params: dict, drop: list[str], label: str, epochs: int, seed: int, **paths) -> dict:
+def segmentae_job(name: str, kind: str, params: dict, drop: list[str], **paths) -> dict:
+    """SegmentAE's counterpart of the segae-spark ``params``: label, K, autoencoder and seed taken from them."""
     ae = params["autoencoder"]
     return {
-        "name": name, "kind": kind, "label": label, "drop": drop, "encoder": "OneHotEncoder", "scaler": "MinMaxScaler",
-        "n_clusters": params["nClusters"], "hidden_layers": ae["hidden_layers"], "epochs": epochs,
+        "name": name, "kind": kind, "label": params["labelCol"], "drop": drop, "encoder": "OneHotEncoder", "scaler": "MinMaxScaler",
+        "n_clusters": params["nClusters"], "hidden_layers": ae["hidden_layers"], "epochs": ae["epochs"],
         "batch_size": ae["batch_size"], "learning_rate": ae["learning_rate"], "validation_split": ae["validation_split"],
-        "early_stopping_patience": ae["early_stopping_patience"], "seed": seed, **paths,
+        "early_stopping_patience": ae["early_stopping_patience"], "seed": params["seed"], **paths,
     }  # fmt: skip
 
 
@@ -311,7 +312,7 @@ def speed_run(spark, args, workdir: str, segmentae_python: str | None) -> dict:
         train_csv, rows_csv = os.path.join(workdir, "speed_train.csv"), os.path.join(workdir, "speed_rows.csv")
         train.to_csv(train_csv, index=False)
         rows.head(n).to_csv(rows_csv, index=False)
-        job = segmentae_job("speed", "speed", params, [idc, datec, label], label, args.epochs, args.seed, train=train_csv, score=rows_csv)
+        job = segmentae_job("speed", "speed", params, [idc, datec, label], train=train_csv, score=rows_csv)
         result, _ = run_segmentae(segmentae_python, [job], workdir)
         out["systems"]["segmentae"] = {"rows": result["speed"]["rows"], "seconds": result["speed"]["score_s"]}
     for s in out["systems"].values():
@@ -467,7 +468,7 @@ def main() -> None:
                 data.train.to_csv(paths["train"], index=False)
                 data.test.to_csv(paths["test"], index=False)
                 out = os.path.join(workdir, f"{data.name}_segmentae.npz")
-                jobs.append(segmentae_job(data.name, "quality", data.params, [ID_COL, data.label], data.label, args.epochs, args.seed, out=out, **paths))
+                jobs.append(segmentae_job(data.name, "quality", data.params, [ID_COL, data.label], out=out, **paths))
             summary, segmentae_s = run_segmentae(segmentae_python, jobs, workdir)
             for data, result, job in zip(datasets, results, jobs):
                 scores, s = np.load(job["out"], allow_pickle=False), summary[data.name]
