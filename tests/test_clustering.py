@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,7 +23,9 @@ from segae_spark.clustering import (
     to_n_clusters,
 )
 from segae_spark.clustering.centroids import nearest_center
+from segae_spark.clustering import segmenters
 from segae_spark.clustering.sample import hash_sample, sample_matrix
+from segae_spark.clustering.segmenters import improves
 from segae_spark.errors import ArtifactError, ConfigError
 
 SAMPLE_ROWS = 600  # the sample-fitted clusterers see a part of the 1,200 rows, as on real data
@@ -113,6 +116,25 @@ def test_sample_fitted_models_send_every_row_to_its_nearest_centroid(blobs, mode
 def test_a_tie_goes_to_the_lowest_centroid_index():
     centers = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 5.0]])
     assert nearest_center(np.array([[0.0, 0.0], [-0.9, 0.0], [0.0, 3.0]]), centers).tolist() == [0, 1, 2]
+
+
+def test_costs_that_differ_by_rounding_alone_tie():
+    # One KMeans fit's cost in two runs of the same job: Spark sums it over partitions in task-completion order.
+    cost, again = float.fromhex("0x1.c2e04ed5f79b9p+12"), float.fromhex("0x1.c2e04ed5f79b8p+12")
+    assert not improves(again, cost) and not improves(cost, again)
+    assert improves(cost * 0.999, cost) and not improves(cost * 1.001, cost)
+    assert improves(cost, float("inf"))
+    # A Gaussian mixture's cost is its negative log-likelihood.
+    assert improves(-1001.0, -1000.0) and not improves(np.nextafter(-1000.0, -np.inf), -1000.0)
+
+
+def test_of_starts_reaching_the_same_optimum_the_first_is_kept(monkeypatch):
+    # Starts 1 and 3 end at the same clustering (numbered differently); 3's cost is lower only by rounding.
+    cost = float.fromhex("0x1.c2e04ed5f79b9p+12")
+    fits = [SimpleNamespace(summary=SimpleNamespace(trainingCost=c)) for c in (cost, cost * 1.05, np.nextafter(cost, 0))]
+    starts = iter(fits)
+    monkeypatch.setattr(segmenters, "KMeans", lambda **params: SimpleNamespace(fit=lambda df: next(starts)))
+    assert segmenters._fit_best("kmeans", 3, None, "features", "segment", 1, SAMPLE_ROWS, runs=3) is fits[0]
 
 
 _FRESH_PROCESS = textwrap.dedent(

@@ -14,6 +14,7 @@ silhouette on a sample (:mod:`segae_spark.clustering.k_selection`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -160,7 +161,9 @@ def _fit_best(
     """Fit ``model``; a Spark clusterer once per seed, keeping the fit of lowest cost.
 
     Like scikit-learn's ``n_init``: a single k-means|| start often ends in a
-    local optimum 5-20 % above the best one found from a few starts.
+    local optimum 5-20 % above the best one found from a few starts. Starts
+    that reach the same optimum (often, with the segments numbered in another
+    order) tie, and the first of them is kept (see :func:`improves`).
     """
     cols = {"featuresCol": features_col, "predictionCol": prediction_col, "k": k}
     if model == "minibatch_kmeans":
@@ -177,9 +180,28 @@ def _fit_best(
             fitted = GaussianMixture(seed=seed + run, probabilityCol=_PROBABILITY_COL, **cols).fit(df)
         cost = -fitted.summary.logLikelihood if isinstance(fitted, GaussianMixtureModel) else fitted.summary.trainingCost
         logger.info("clustering: %s K=%d run %d/%d: cost %.6g", model, k, run + 1, runs, cost)
-        if cost < best_cost:
+        if improves(cost, best_cost):
             best, best_cost = fitted, cost
     return best
+
+
+# Relative difference below which two clustering costs are the same cost.
+COST_TIE = 1e-9
+
+
+def improves(cost: float, best_cost: float) -> bool:
+    """Whether ``cost`` beats ``best_cost`` by more than float noise (``COST_TIE``, relative).
+
+    Spark sums a fit's cost over partitions in the order their tasks finish,
+    so the same fit's cost differs in its last bits from one run of the job
+    to the next (measured: ``0x1.c2e04ed5f79b8p+12`` and ``...b9p+12``). Two
+    starts reaching the same optimum with the segments numbered differently
+    would then be picked at random, and with them each segment's seed and
+    model: the same data would not give the same model.
+    """
+    if not math.isfinite(best_cost):
+        return cost < best_cost
+    return cost < best_cost - COST_TIE * max(abs(cost), abs(best_cost))
 
 
 def _segment_count(model: Model) -> int:
