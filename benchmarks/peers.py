@@ -220,8 +220,9 @@ def detector_encoder(train: pd.DataFrame, label: str, categorical: tuple[str, ..
     def one_hot(frame: pd.DataFrame) -> pd.DataFrame:
         return pd.get_dummies(frame[cols], columns=cats, dtype=np.float64) if cats else frame[cols]
 
-    columns = one_hot(train).columns
-    medians = np.nan_to_num(np.nanmedian(one_hot(train).to_numpy(dtype=np.float64), axis=0))
+    encoded = one_hot(train)
+    columns = encoded.columns
+    medians = np.nan_to_num(np.nanmedian(encoded.to_numpy(dtype=np.float64), axis=0))
 
     def encode(frame: pd.DataFrame) -> np.ndarray:
         x = one_hot(frame).reindex(columns=columns, fill_value=0.0).to_numpy(dtype=np.float64)

@@ -20,10 +20,10 @@ from segae_spark.clustering import (
     MiniBatchKMeansSegmenter,
     fit_segmenter,
     load_segmenter,
+    segmenters,
     to_n_clusters,
 )
 from segae_spark.clustering.centroids import nearest_center
-from segae_spark.clustering import segmenters
 from segae_spark.clustering.sample import hash_sample, sample_matrix
 from segae_spark.clustering.segmenters import improves
 from segae_spark.errors import ArtifactError, ConfigError
