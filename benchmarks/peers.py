@@ -83,7 +83,7 @@ import pandas as pd
 
 from segae_spark import SegmentAE, SegmentAEModel, SegmentAEOptimizer, generate_transactions, get_or_create_session
 from segae_spark.batch_scoring import score_table
-from segae_spark.data.datasets import ID_COL, dataset_available, feature_columns
+from segae_spark.data.datasets import ID_COL, dataset_available
 from segae_spark.io import write_table
 
 from quality_datasets import (
@@ -94,6 +94,7 @@ from quality_datasets import (
     encoded_width,
     flag_metrics,
     hidden_layers,
+    one_hot_encoder,
     score_metrics,
     segae_params,
     warm_up,
@@ -206,7 +207,7 @@ def run_segae_best(spark, train, test, label: str, params: dict, width: int, epo
 
 
 def detector_encoder(train: pd.DataFrame, label: str, categorical: tuple[str, ...]) -> Callable[[pd.DataFrame], np.ndarray]:
-    """The one-hot encoding of ``quality_datasets.iforest_matrices``, learnt on ``train``, missing values set to its median.
+    """``quality_datasets.one_hot_encoder`` learnt on ``train``, missing values set to its median.
 
     PyOD refuses missing values (the credit-card and synthetic tables have
     some); scikit-learn's forest gets the same matrices, so the three differ
@@ -214,18 +215,11 @@ def detector_encoder(train: pd.DataFrame, label: str, categorical: tuple[str, ..
     training rows (their one-hot columns, their medians): what a detector's
     user runs before ``decision_function``, so the speed run times it.
     """
-    cols = feature_columns(train.columns, label)
-    cats = [c for c in cols if c in categorical]
-
-    def one_hot(frame: pd.DataFrame) -> pd.DataFrame:
-        return pd.get_dummies(frame[cols], columns=cats, dtype=np.float64) if cats else frame[cols]
-
-    encoded = one_hot(train)
-    columns = encoded.columns
-    medians = np.nan_to_num(np.nanmedian(encoded.to_numpy(dtype=np.float64), axis=0))
+    one_hot = one_hot_encoder(train, label, categorical)
+    medians = np.nan_to_num(np.nanmedian(one_hot(train), axis=0))
 
     def encode(frame: pd.DataFrame) -> np.ndarray:
-        x = one_hot(frame).reindex(columns=columns, fill_value=0.0).to_numpy(dtype=np.float64)
+        x = one_hot(frame)
         return np.where(np.isnan(x), medians, x)
 
     return encode

@@ -57,6 +57,7 @@ import math
 import os
 import sys
 import time
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -237,13 +238,26 @@ def run_segae(train_df, test_df, label: str, params: dict, mode: str) -> dict:
     }
 
 
-def iforest_matrices(train: pd.DataFrame, test: pd.DataFrame, label: str, categorical: tuple[str, ...]):
+def one_hot_encoder(train: pd.DataFrame, label: str, categorical: tuple[str, ...]) -> Callable[[pd.DataFrame], np.ndarray]:
+    """A function encoding a frame like ``train``: its feature columns, string ones one-hot with
+    ``train``'s slots (a category ``train`` lacks is dropped, one it has and the frame lacks is 0)."""
     cols = feature_columns(train.columns, label)
     cats = [c for c in cols if c in categorical]
-    x_train = pd.get_dummies(train[cols], columns=cats, dtype=np.float64) if cats else train[cols]
-    x_test = pd.get_dummies(test[cols], columns=cats, dtype=np.float64) if cats else test[cols]
-    x_test = x_test.reindex(columns=x_train.columns, fill_value=0.0)
-    return x_train.to_numpy(dtype=np.float64), x_test.to_numpy(dtype=np.float64)
+
+    def one_hot(frame: pd.DataFrame) -> pd.DataFrame:
+        return pd.get_dummies(frame[cols], columns=cats, dtype=np.float64) if cats else frame[cols]
+
+    columns = one_hot(train).columns
+
+    def encode(frame: pd.DataFrame) -> np.ndarray:
+        return one_hot(frame).reindex(columns=columns, fill_value=0.0).to_numpy(dtype=np.float64)
+
+    return encode
+
+
+def iforest_matrices(train: pd.DataFrame, test: pd.DataFrame, label: str, categorical: tuple[str, ...]):
+    encode = one_hot_encoder(train, label, categorical)
+    return encode(train), encode(test)
 
 
 def run_iforest(train: pd.DataFrame, test: pd.DataFrame, label: str, categorical: tuple[str, ...], seed: int) -> dict:
