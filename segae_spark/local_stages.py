@@ -10,7 +10,8 @@ doing what its Spark counterpart does, value for value:
   double as Spark's ``try_cast`` does (numbers held as strings parsed as
   ``java.lang.Double.parseDouble`` reads them; unparsable, NaN and +-inf
   become null), categoricals to strings as ``CAST(... AS STRING)`` does;
-* Spark's ``ImputerModel``: nulls become the saved surrogates;
+* ``NumericImputerModel`` (and Spark's ``ImputerModel``, which models saved
+  before it used): nulls and NaNs become the saved surrogates;
 * ``CategoricalImputerModel``: nulls become the saved fill values;
 * the category encoders: codes from the saved frequency tables through
   :mod:`segae_spark.features.codes`, the functions the Spark stages use;
@@ -50,7 +51,8 @@ Columns = dict[str, np.ndarray]
 
 _INTEGER_TYPES = ("tinyint", "smallint", "int", "bigint")
 _CASTER = "segae_spark.features.casting.FeatureCasterModel"
-_IMPUTER = "org.apache.spark.ml.feature.ImputerModel"
+_IMPUTER = "segae_spark.features.imputers.NumericImputerModel"
+_SPARK_IMPUTER = "org.apache.spark.ml.feature.ImputerModel"
 _FILLER = "segae_spark.features.imputers.CategoricalImputerModel"
 _SCALER = "segae_spark.features.scalers.ColumnScalerModel"
 _ASSEMBLER = "org.apache.spark.ml.feature.VectorAssembler"
@@ -273,6 +275,8 @@ def _read_stage(filesystem: pafs.FileSystem, path: str, metadata: dict, types: d
             )
         return _Cast(numeric, categorical, dict(types))
     if kind == _IMPUTER:
+        return _Impute(_pairs(metadata), tuple(float(v) for v in metadata["state"]["surrogates"]), math.nan)
+    if kind == _SPARK_IMPUTER:
         pairs = _pairs(metadata)
         surrogates = _read_table(filesystem, f"{path}/data")
         if surrogates.num_rows != 1 or any(name not in surrogates.column_names for name, _ in pairs):

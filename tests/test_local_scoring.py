@@ -1,5 +1,6 @@
 """PandasScorer: a saved model scores pandas frames without Spark, exactly as SegmentAEModel.transform does."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -9,14 +10,17 @@ import textwrap
 
 import numpy as np
 import pytest
+from pyspark.ml import PipelineModel
+from pyspark.ml.feature import Imputer
 from pyspark.sql import functions as F
 
 from segae_spark.data import generate_transactions
 from segae_spark.errors import ConfigError, SchemaError
+from segae_spark.features.imputers import NumericImputerModel
 from segae_spark.local_scoring import PandasScorer
 from segae_spark.local_stages import parse_double
 from segae_spark.model_files import MANIFEST, file_checksums, filesystem_of
-from segae_spark.pipeline import SegmentAE
+from segae_spark.pipeline import SegmentAE, SegmentAEModel
 
 TINY = {"hidden_layers": [6], "epochs": 1, "batch_size": 256}
 NUMERIC = ["amount", "distance_from_home", "txn_count_24h", "account_age_days"]
@@ -206,3 +210,23 @@ def test_unsupported_models_are_refused_by_name(data, fitted, tmp_path):
     keras_only = _damaged_copy(path, tmp_path / "b", lambda copy: os.remove(f"{copy}/models/segment_0.npz"))
     with pytest.raises(ConfigError, match="segment_0 .* user Keras model"):
         PandasScorer.load(keras_only)
+
+
+@ONE
+def test_models_saved_with_sparks_imputer_still_score_alike_in_spark_and_pandas(data, fitted, tmp_path):
+    # Models saved before NumericImputer hold Spark's ImputerModel (median from percentile_approx).
+    train, score = data
+    model, _ = fitted
+    stages = list(model.artifact.preprocessing.stages)
+    i = next(j for j, stage in enumerate(stages) if isinstance(stage, NumericImputerModel))
+    ours = stages[i]
+    sparks = Imputer(inputCols=ours.getInputCols(), outputCols=ours.getOutputCols(), strategy="median")
+    sparks = sparks.fit(PipelineModel(stages[:i]).transform(train))
+    old = SegmentAEModel(dataclasses.replace(model.artifact, preprocessing=PipelineModel(stages[:i] + [sparks] + stages[i + 1 :])))
+    model._copyValues(old)
+    old.save(str(tmp_path / "old"))
+
+    expected = SegmentAEModel.load(str(tmp_path / "old")).transform(score).toPandas().set_index("transaction_id")
+    got = PandasScorer.load(str(tmp_path / "old")).score(score.toPandas()).set_index("transaction_id").loc[expected.index]
+    np.testing.assert_array_equal(got["segment"], expected["segment"])
+    np.testing.assert_allclose(got["anomaly_score"], expected["anomaly_score"], rtol=1e-9, atol=0)

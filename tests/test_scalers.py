@@ -1,5 +1,7 @@
 """ColumnScaler / ColumnScalerModel: scikit-learn parity, zero spread, nulls, persistence."""
 
+import json
+
 import numpy as np
 import pytest
 from pyspark.ml import Pipeline, PipelineModel
@@ -35,12 +37,23 @@ def test_matches_scikit_learn(data, method, reference):
     np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-9)
 
 
-def test_robust_matches_within_quantile_error(data):
-    ours = _matrix(_fit(data, "robust").transform(data), "s_")
-    expected = RobustScaler().fit_transform(_matrix(data))
-    # percentile_approx's rank error (relativeError 0.001 of 500 rows) is below one row,
-    # so medians/quartiles may be a neighbouring sample: compare loosely on the spread.
-    np.testing.assert_allclose(ours[:, :2], expected[:, :2], atol=0.05)
+def test_robust_quartiles_are_scikit_learns(data):
+    model = _fit(data, "robust")
+    reference = RobustScaler().fit(_matrix(data))
+    assert model.offset_ == reference.center_.tolist()  # exact quantiles, bit for bit
+    np.testing.assert_allclose(_matrix(model.transform(data), "s_"), reference.transform(_matrix(data)), rtol=0, atol=1e-12)
+
+
+def test_stages_saved_with_the_retired_relative_error_param_load(data, tmp_path):
+    model = _fit(data, "robust")
+    model.save(str(tmp_path / "s"))
+    for crc in (tmp_path / "s" / "metadata").glob(".*.crc"):
+        crc.unlink()  # the file is edited below
+    (part,) = [p for p in (tmp_path / "s" / "metadata").iterdir() if p.name.startswith("part-")]
+    metadata = json.loads(part.read_text())
+    metadata["paramMap"]["relativeError"] = 0.001  # what robust scaling's percentile_approx used before
+    part.write_text(json.dumps(metadata) + "\n")
+    assert ColumnScalerModel.load(str(tmp_path / "s")).offset_ == model.offset_
 
 
 def test_constant_column_maps_to_zero_and_changes_still_show(spark, data):

@@ -50,11 +50,11 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from segae_spark.errors import ConfigError, SchemaError
+from segae_spark.errors import ConfigError
 from segae_spark.features.codes import inverse_frequency_codes, label_codes, one_hot_slots
 from segae_spark.features.frequencies import frequency_table
 from segae_spark.features.persistence import PersistentStage
-from segae_spark.features.schema import column
+from segae_spark.features.schema import column, stage_columns
 
 ENCODERS = ("one_hot", "label", "inverse_frequency")
 # Encoders whose output is one number per column, scaled like a numeric column;
@@ -98,12 +98,7 @@ class CategoryEncoder(Estimator, HasInputCols, HasOutputCols, DefaultParamsWrita
         raise NotImplementedError
 
     def _fit(self, dataset: DataFrame) -> "CategoryEncoderModel":
-        inputs, outputs = self.getInputCols(), self.getOutputCols()
-        if len(inputs) != len(outputs):
-            raise ConfigError(f"{type(self).__name__} needs as many outputCols as inputCols, got {len(inputs)} and {len(outputs)}")
-        missing = [c for c in inputs if c not in dataset.columns]
-        if missing:
-            raise SchemaError(f"categorical column(s) {missing} are not in the data")
+        inputs, outputs = stage_columns(self, dataset, "categorical column(s)")
         table = frequency_table(dataset, inputs)
         model = self._model()
         model.categories_, model.counts_, model.rows_ = table.categories, table.counts, table.rows

@@ -1,7 +1,13 @@
-"""Missing categories: a category of their own, or the most frequent one.
+"""Imputation: missing numbers and missing categories.
 
-Numeric columns use Spark's own ``Imputer`` (mean, median, most frequent);
-it only takes numbers, so categorical columns get this small stage:
+:class:`NumericImputer` fills null and NaN numbers, as Spark's ``Imputer``
+does, with the column's ``mean``, ``median`` or ``most_frequent`` training
+value, computed so that the same rows always give the same value (see
+:mod:`segae_spark.features.column_statistics`; Spark's median is a sketch
+whose result depends on the order its parts merge in). The median is exact,
+scikit-learn's ``SimpleImputer``'s.
+
+:class:`CategoricalImputer` fills null categories:
 
 * ``constant`` (default): null becomes the category ``"__missing__"``, so a
   missing value is information the encoders and the autoencoder can see;
@@ -20,12 +26,76 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segae_spark.errors import ConfigError, SchemaError
+from segae_spark.features.column_statistics import exact_quantiles, means_and_stds, most_frequent_values, present
 from segae_spark.features.frequencies import most_frequent
 from segae_spark.features.persistence import PersistentStage
-from segae_spark.features.schema import column
+from segae_spark.features.schema import column, source_column, stage_columns
 
 MISSING_CATEGORY = "__missing__"
 CATEGORICAL_IMPUTE_STRATEGIES = ("constant", "most_frequent")
+NUMERIC_IMPUTE_STRATEGIES = ("mean", "median", "most_frequent")
+
+
+class _NumericImputerParams(HasInputCols, HasOutputCols):
+    strategy = Param(
+        Params._dummy(), "strategy", f"the value that replaces a null or NaN number: one of {NUMERIC_IMPUTE_STRATEGIES}", TypeConverters.toString
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._setDefault(strategy="median")
+
+
+class NumericImputer(Estimator, _NumericImputerParams, DefaultParamsWritable, DefaultParamsReadable):
+    """Learn one surrogate per numeric column: its mean, exact median or most frequent value.
+
+    Null and NaN are missing, in training and when filling. A column with
+    no value in training fails the fit with a SchemaError naming it.
+    """
+
+    @keyword_only
+    def __init__(self, *, inputCols=None, outputCols=None, strategy="median"):
+        super().__init__()
+        self._set(**self._input_kwargs)
+
+    def _fit(self, dataset: DataFrame) -> "NumericImputerModel":
+        strategy = self.getOrDefault(self.strategy)
+        if strategy not in NUMERIC_IMPUTE_STRATEGIES:
+            raise ConfigError(f"numeric impute strategy must be one of {NUMERIC_IMPUTE_STRATEGIES}, got {strategy!r}")
+        inputs, outputs = stage_columns(self, dataset, "numeric column(s)")
+        if strategy == "median":
+            surrogates = [None if q is None else q[0] for q in exact_quantiles(dataset, inputs, [0.5])]
+        elif strategy == "mean":
+            surrogates = [None if s is None else s[0] for s in means_and_stds(dataset, inputs)]
+        else:
+            surrogates = most_frequent_values(dataset, inputs)
+        empty = [source_column(c) for c, s in zip(inputs, surrogates) if s is None]
+        if empty:
+            raise SchemaError(f"numeric column(s) {empty} hold no value (only null or NaN) in the training data; exclude them")
+        model = NumericImputerModel(surrogates)
+        self._copyValues(model)
+        return model
+
+
+class NumericImputerModel(Model, _NumericImputerParams, PersistentStage):
+    """``output = input``, or ``surrogates_[i]`` where the input is null or NaN (as a double)."""
+
+    def __init__(self, surrogates: list[float] | None = None):
+        super().__init__()
+        self.surrogates_ = [float(v) for v in surrogates or []]
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        fills = {
+            output: F.coalesce(present(name), F.lit(surrogate))
+            for name, output, surrogate in zip(self.getInputCols(), self.getOutputCols(), self.surrogates_)
+        }
+        return dataset.withColumns(fills)
+
+    def _write_state(self, path: str, spark: SparkSession) -> dict:
+        return {"surrogates": self.surrogates_}
+
+    def _read_state(self, state: dict, path: str, spark: SparkSession) -> None:
+        self.surrogates_ = [float(v) for v in state["surrogates"]]
 
 
 class _CategoricalImputerParams(HasInputCols, HasOutputCols):
@@ -54,12 +124,7 @@ class CategoricalImputer(Estimator, _CategoricalImputerParams, DefaultParamsWrit
         strategy = self.getOrDefault(self.strategy)
         if strategy not in CATEGORICAL_IMPUTE_STRATEGIES:
             raise ConfigError(f"categorical impute strategy must be one of {CATEGORICAL_IMPUTE_STRATEGIES}, got {strategy!r}")
-        inputs, outputs = self.getInputCols(), self.getOutputCols()
-        if len(inputs) != len(outputs):
-            raise ConfigError(f"CategoricalImputer needs as many outputCols as inputCols, got {len(inputs)} and {len(outputs)}")
-        missing = [c for c in inputs if c not in dataset.columns]
-        if missing:
-            raise SchemaError(f"categorical column(s) {missing} are not in the data")
+        inputs, outputs = stage_columns(self, dataset, "categorical column(s)")
         fills = [MISSING_CATEGORY] * len(inputs) if strategy == "constant" else most_frequent(dataset, inputs)
         model = CategoricalImputerModel(fills)
         self._copyValues(model)

@@ -36,6 +36,9 @@ class _StageReader(MLReader):
     def load(self, path: str) -> "PersistentStage":
         expected = f"{self.cls.__module__}.{self.cls.__name__}"
         metadata = load_params_metadata(path, self.sparkSession, expected)
+        for retired in self.cls._retired_params:
+            metadata["paramMap"].pop(retired, None)
+            metadata.get("defaultParamMap", {}).pop(retired, None)
         instance = self.cls()
         instance._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(instance, metadata)
@@ -45,6 +48,9 @@ class _StageReader(MLReader):
 
 class PersistentStage(MLWritable, MLReadable):
     """Mixin for fitted stages: ``write()`` / ``read()`` through the two hooks below."""
+
+    # Params the class no longer has that stages saved by earlier versions hold: ignored on load.
+    _retired_params: tuple[str, ...] = ()
 
     def _write_state(self, path: str, spark: SparkSession) -> dict[str, Any]:
         """Write any tables under ``path``; return the JSON-ready small state."""

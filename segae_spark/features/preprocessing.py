@@ -1,14 +1,14 @@
 """The preprocessing pipeline: check and cast, impute, encode categoricals, scale, assemble.
 
-Every stage is a Spark ML stage that persists itself (Spark's own ``Imputer``
-and ``VectorAssembler``, and this package's stages with their MLWriter /
+Every stage is a Spark ML stage that persists itself (Spark's own
+``VectorAssembler``, and this package's stages with their MLWriter /
 MLReader), so the fitted ``PipelineModel`` saves with ``.save(path)``, loads
 in a fresh Spark session, and runs inside Spark at scoring time.
 Intermediate columns carry a ``__segae_`` prefix; the output is one vector
 column, :data:`FEATURES_COL`, whose positions are named by :func:`feature_names`.
 
 Stage order: :class:`FeatureCaster` (one aggregation that refuses unusable
-columns, then casts) -> numeric ``Imputer`` and :class:`CategoricalImputer`
+columns, then casts) -> :class:`NumericImputer` and :class:`CategoricalImputer`
 -> the category encoder -> :class:`ColumnScalerModel` over numerics and
 label / inverse-frequency codes -> ``VectorAssembler``. One-hot slots stay
 0/1 unscaled: a slot never set in training (the other slot, for unseen
@@ -18,7 +18,7 @@ categories) must light up at scoring, not be scaled to a constant.
 from __future__ import annotations
 
 from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.feature import Imputer, VectorAssembler
+from pyspark.ml.feature import VectorAssembler
 from pyspark.sql import DataFrame
 
 from segae_spark.errors import ArtifactError, ConfigError
@@ -32,12 +32,12 @@ from segae_spark.features.encoders import (
     CategoryEncoderModel,
     category_encoder,
 )
-from segae_spark.features.imputers import CATEGORICAL_IMPUTE_STRATEGIES, CategoricalImputer
+from segae_spark.features.imputers import CATEGORICAL_IMPUTE_STRATEGIES, CategoricalImputer, NumericImputer
 from segae_spark.features.scalers import SCALERS, ColumnScaler
 from segae_spark.features.schema import FeatureSpec
 
 FEATURES_COL = "__segae_features"
-# "mode" is Spark's Imputer's name for most_frequent; both are accepted.
+# "mode" (Spark's Imputer's name for most_frequent) is accepted too.
 IMPUTE_STRATEGIES = ("mean", "median", "most_frequent", "mode")
 
 _PREFIX = "__segae_"
@@ -90,8 +90,8 @@ def build_preprocessing(
     ]
     to_scale, scaled_names, vectors = [], [], []
     if numeric:
-        strategy = "mode" if impute_strategy == "most_frequent" else impute_strategy
-        stages.append(Imputer(inputCols=_names("num", numeric), outputCols=_names("imp", numeric), strategy=strategy))
+        strategy = "most_frequent" if impute_strategy == "mode" else impute_strategy
+        stages.append(NumericImputer(inputCols=_names("num", numeric), outputCols=_names("imp", numeric), strategy=strategy))
         to_scale += _names("imp", numeric)
         scaled_names += list(numeric)
     if categorical:

@@ -1,4 +1,4 @@
-"""Per-column scaling fitted in one Spark aggregation, applied as plain SQL.
+"""Per-column scaling fitted with a few Spark aggregations, applied as plain SQL.
 
 Spark's MinMaxScaler maps a column that was constant in training to 0.5 for
 every value, and its StandardScaler to 0.0: either way a value that changes
@@ -9,42 +9,37 @@ the training value maps to 0 and any other value still shows.
 :class:`ColumnScaler` learns ``offset_`` and ``scale_`` per column;
 :class:`ColumnScalerModel` applies ``(x - offset) * scale`` as one projection
 with the learned numbers as exact double literals, so it runs inside the JVM
-at scoring time, and persists them as JSON (no pickle).
+at scoring time, and persists them as JSON (no pickle). The numbers are the
+same on every fit of the same rows (see
+:mod:`segae_spark.features.column_statistics`): quartiles are exact, and sums
+are added in a fixed order.
 """
 
 from __future__ import annotations
 
-import re
-
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.param import Param, Params, TypeConverters
-from pyspark.ml.param.shared import HasInputCols, HasOutputCols, HasRelativeError
+from pyspark.ml.param.shared import HasInputCols, HasOutputCols
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segae_spark.errors import ConfigError, SchemaError
 from segae_spark.features.persistence import PersistentStage
-from segae_spark.features.schema import column
+from segae_spark.features.column_statistics import exact_quantiles, means_and_stds, present
+from segae_spark.features.schema import column, source_column, stage_columns
 from segae_spark.progress import logger
 
 SCALERS = ("minmax", "standard", "robust")
-# The preprocessing pipeline's intermediate columns are "__segae_<step>_<user column>";
-# warnings name the user's column.
-_INTERMEDIATE = re.compile(r"^__segae_[a-z]+_")
 
 
-def _source_column(name: str) -> str:
-    return _INTERMEDIATE.sub("", name)
-
-
-class _ColumnScalerParams(HasInputCols, HasOutputCols, HasRelativeError):
+class _ColumnScalerParams(HasInputCols, HasOutputCols):
     method = Param(Params._dummy(), "method", f"scaling method, one of {SCALERS}", TypeConverters.toString)
 
     def __init__(self) -> None:
         super().__init__()
-        self._setDefault(method="minmax", relativeError=0.001)
+        self._setDefault(method="minmax")
 
 
 class ColumnScaler(Estimator, _ColumnScalerParams, DefaultParamsWritable, DefaultParamsReadable):
@@ -52,58 +47,45 @@ class ColumnScaler(Estimator, _ColumnScalerParams, DefaultParamsWritable, Defaul
 
     * ``minmax``: offset = min, scale = 1 / (max - min)  -> [0, 1] on training data
     * ``standard``: offset = mean, scale = 1 / population std (scikit-learn's)
-    * ``robust``: offset = median, scale = 1 / IQR (q75 - q25), quantiles from
-      ``percentile_approx`` with ``relativeError``
+    * ``robust``: offset = median, scale = 1 / IQR (q75 - q25), exact
+      quantiles interpolated as scikit-learn's RobustScaler does
 
-    A zero spread gets scale 1; a column that is entirely null fails the fit
-    with a SchemaError naming it.
+    Null and NaN values are left out. A zero spread gets scale 1; a column
+    with no value fails the fit with a SchemaError naming it.
     """
 
     @keyword_only
-    def __init__(self, *, inputCols=None, outputCols=None, method="minmax", relativeError=0.001):
+    def __init__(self, *, inputCols=None, outputCols=None, method="minmax"):
         super().__init__()
         self._set(**self._input_kwargs)
 
-    def _statistics(self, dataset: DataFrame, columns: list[str], method: str) -> list[tuple[float | None, float | None]]:
-        """(offset, spread) of each column, from one aggregation."""
-        exprs = []
-        for i, c in enumerate(columns):
-            col = column(c).cast("double")
-            if method == "minmax":
-                exprs += [F.min(col).alias(f"a{i}"), F.max(col).alias(f"b{i}")]
-            elif method == "standard":
-                exprs += [F.avg(col).alias(f"a{i}"), F.stddev_pop(col).alias(f"b{i}")]
-            else:
-                accuracy = int(round(1.0 / self.getOrDefault(self.relativeError)))
-                q = F.percentile_approx(col, [0.25, 0.5, 0.75], accuracy)
-                exprs += [q.alias(f"q{i}")]
-        row = dataset.agg(*exprs).first()  # small: two numbers per column
-        stats = []
-        for i in range(len(columns)):
-            if method == "minmax":
-                low, high = row[f"a{i}"], row[f"b{i}"]
-                stats.append((low, None if low is None else high - low))
-            elif method == "standard":
-                stats.append((row[f"a{i}"], row[f"b{i}"]))
-            else:
-                q = row[f"q{i}"]
-                stats.append((None, None) if q is None or q[1] is None else (q[1], q[2] - q[0]))
-        return stats
+    def _statistics(self, dataset: DataFrame, columns: list[str], method: str) -> list[tuple[float, float] | None]:
+        """(offset, spread) of each column; ``None`` for a column with no value.
+
+        Minimum and maximum are exact in any order; the mean, standard
+        deviation and quartiles come from :mod:`.column_statistics`, so the
+        same rows give the same numbers on every run.
+        """
+        if method == "minmax":
+            exprs = [a for c in columns for a in (F.min(present(c)), F.max(present(c)))]
+            row = dataset.agg(*exprs).first()  # small: two numbers per column
+            # + 0.0: a minimum of 0.0 and -0.0 is either, by row order; the offset is always 0.0.
+            return [None if row[2 * i] is None else (row[2 * i] + 0.0, row[2 * i + 1] - row[2 * i]) for i in range(len(columns))]
+        if method == "standard":
+            return means_and_stds(dataset, columns)
+        quartiles = exact_quantiles(dataset, columns, [0.25, 0.5, 0.75])
+        return [None if q is None else (q[1], q[2] - q[0]) for q in quartiles]
 
     def _fit(self, dataset: DataFrame) -> "ColumnScalerModel":
         method = self.getOrDefault(self.method)
         if method not in SCALERS:
             raise ConfigError(f"scaler must be one of {SCALERS}, got {method!r}")
-        inputs, outputs = self.getInputCols(), self.getOutputCols()
-        if len(inputs) != len(outputs):
-            raise ConfigError(f"ColumnScaler needs as many outputCols as inputCols, got {len(inputs)} and {len(outputs)}")
-        missing = [c for c in inputs if c not in dataset.columns]
-        if missing:
-            raise SchemaError(f"columns to scale {missing} are not in the data")
+        inputs, outputs = stage_columns(self, dataset, "columns to scale")
         offsets, scales = [], []
-        for name, (offset, spread) in zip(inputs, self._statistics(dataset, inputs, method)):
-            if offset is None:
-                raise SchemaError(f"numeric column {_source_column(name)!r} is entirely null in the training data; exclude it")
+        for name, stats in zip(inputs, self._statistics(dataset, inputs, method)):
+            if stats is None:
+                raise SchemaError(f"numeric column {source_column(name)!r} is entirely null or NaN in the training data; exclude it")
+            offset, spread = stats
             offsets.append(float(offset))
             scales.append(1.0 / spread if spread else 1.0)
             if not spread:
@@ -112,7 +94,7 @@ class ColumnScaler(Estimator, _ColumnScalerParams, DefaultParamsWritable, Defaul
                     "feature column %r " + what + " in the training data: scaled with scale 1, so it teaches the "
                     "autoencoder little and a value unlike %r at scoring raises a row's score; exclude it "
                     "(features.exclude / excludeCols) if that is not wanted",
-                    _source_column(name), float(offset), float(offset),
+                    source_column(name), float(offset), float(offset),
                 )  # fmt: skip
         model = ColumnScalerModel(offsets, scales)
         self._copyValues(model)
@@ -121,6 +103,10 @@ class ColumnScaler(Estimator, _ColumnScalerParams, DefaultParamsWritable, Defaul
 
 class ColumnScalerModel(Model, _ColumnScalerParams, PersistentStage):
     """``output = (CAST(input AS DOUBLE) - offset_[i]) * scale_[i]`` for each input column."""
+
+    # The accuracy of percentile_approx, which robust scaling used before its
+    # quartiles were exact: stages saved then still carry it.
+    _retired_params = ("relativeError",)
 
     def __init__(self, offset: list[float] | None = None, scale: list[float] | None = None):
         super().__init__()

@@ -13,6 +13,7 @@ not parse becomes null and is imputed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from pyspark.sql import Column
@@ -25,12 +26,36 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from segae_spark.errors import SchemaError
+from segae_spark.errors import ConfigError, SchemaError
 
 
 def column(name: str) -> Column:
     """The column called exactly ``name``: dots and backticks in it are not syntax."""
     return F.col("`" + name.replace("`", "``") + "`")
+
+
+# The preprocessing pipeline's intermediate columns are "__segae_<step>_<user column>".
+_INTERMEDIATE = re.compile(r"^__segae_[a-z]+_")
+
+
+def source_column(name: str) -> str:
+    """The user's column behind an intermediate column of the preprocessing pipeline (messages name it)."""
+    return _INTERMEDIATE.sub("", name)
+
+
+def stage_columns(stage, dataset, what: str) -> tuple[list[str], list[str]]:
+    """``stage``'s (inputCols, outputCols), checked against each other and ``dataset``.
+
+    ConfigError when their lengths differ; SchemaError naming the input
+    columns (``what``: "numeric column(s)", ...) that ``dataset`` lacks.
+    """
+    inputs, outputs = stage.getInputCols(), stage.getOutputCols()
+    if len(inputs) != len(outputs):
+        raise ConfigError(f"{type(stage).__name__} needs as many outputCols as inputCols, got {len(inputs)} and {len(outputs)}")
+    missing = [c for c in inputs if c not in dataset.columns]
+    if missing:
+        raise SchemaError(f"{what} {missing} are not in the data")
+    return inputs, outputs
 
 
 def is_numeric_type(data_type: DataType) -> bool:
