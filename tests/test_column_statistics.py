@@ -53,13 +53,19 @@ def test_quantiles_are_numpys_exactly(frame, columns):
 
 def test_quantiles_stay_exact_when_brackets_are_narrowed_in_passes(frame, columns, monkeypatch):
     # Few values per collect and few buckets per pass force several narrowing passes on 3,001 rows.
+    # A budget of 150 values per collect makes brackets wait for later rounds.
     monkeypatch.setattr(column_statistics, "COLLECT_AT_MOST", 100)
+    monkeypatch.setattr(column_statistics, "COLLECT_BUDGET", 150)
     monkeypatch.setattr(column_statistics, "BUCKETS", 8)
-    passes = []
-    narrow = column_statistics._narrow
-    monkeypatch.setattr(column_statistics, "_narrow", lambda *a: passes.append(1) or narrow(*a))
+    calls = {"_narrow": 0, "_rank_values": 0}
+    for name in calls:
+        def counted(*args, _real=getattr(column_statistics, name), _name=name):
+            calls[_name] += 1
+            return _real(*args)
+
+        monkeypatch.setattr(column_statistics, name, counted)
     found = exact_quantiles(frame, list(columns), PROBABILITIES)
-    assert len(passes) >= 2
+    assert calls["_narrow"] >= 2 and calls["_rank_values"] >= 2
     for name, values in zip(columns, found):
         assert values == _numpy(columns[name]), name
 
