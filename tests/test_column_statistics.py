@@ -9,7 +9,7 @@ from sklearn.impute import SimpleImputer
 
 from segae_spark.errors import ConfigError, SchemaError
 from segae_spark.features import column_statistics
-from segae_spark.features.column_statistics import exact_quantiles, means_and_stds, most_frequent_values
+from segae_spark.features.column_statistics import exact_medians, exact_quantiles, means_and_stds, most_frequent_values
 from segae_spark.features.imputers import NumericImputer, NumericImputerModel
 
 PROBABILITIES = [0.0, 0.1, 0.25, 0.5, 0.75, 0.999, 1.0]
@@ -24,7 +24,9 @@ def columns():
     tiny = rng.normal(0, 1e-300, n)  # a range near the smallest doubles
     holes = rng.normal(10, 3, n)
     holes[rng.random(n) < 0.2] = np.nan
-    return {"skewed": skewed, "ties": ties, "tiny": tiny, "holes": holes}
+    even = rng.lognormal(0, 1, n)
+    even[0] = np.nan  # 3,000 values: the median is the mean of the two middle ones
+    return {"skewed": skewed, "ties": ties, "tiny": tiny, "holes": holes, "even": even}
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +46,16 @@ def _numpy(values):
     return np.quantile(values, PROBABILITIES).tolist()
 
 
-def test_quantiles_are_numpys_exactly(frame, columns):
+def _medians(columns):
+    return [float(np.median(values[~np.isnan(values)])) for values in columns.values()]
+
+
+def test_quantiles_and_medians_are_numpys_exactly(frame, columns):
     found = exact_quantiles(frame, [*columns, "empty"], PROBABILITIES)
     assert found[-1] is None
     for name, values in zip(columns, found):
         assert values == _numpy(columns[name]), name  # bit for bit
+    assert exact_medians(frame, [*columns, "empty"]) == _medians(columns) + [None]
 
 
 def test_quantiles_stay_exact_when_brackets_are_narrowed_in_passes(frame, columns, monkeypatch):
@@ -68,6 +75,7 @@ def test_quantiles_stay_exact_when_brackets_are_narrowed_in_passes(frame, column
     assert calls["_narrow"] >= 2 and calls["_rank_values"] >= 2
     for name, values in zip(columns, found):
         assert values == _numpy(columns[name]), name
+    assert exact_medians(frame, list(columns)) == _medians(columns)
 
 
 def test_means_and_stds_match_numpy_and_not_the_order_of_partitions(spark, frame, columns):
@@ -96,8 +104,9 @@ def test_numeric_imputer_fills_as_scikit_learns_simple_imputer(frame, columns, s
     names = list(columns)
     model = NumericImputer(inputCols=names, outputCols=[f"o_{c}" for c in names], strategy=strategy).fit(frame)
     reference = SimpleImputer(strategy=strategy).fit(np.column_stack([columns[c] for c in names]))
-    np.testing.assert_allclose(model.surrogates_, reference.statistics_, rtol=1e-12, atol=1e-310)
-    if strategy != "mean":
+    if strategy == "mean":
+        np.testing.assert_allclose(model.surrogates_, reference.statistics_, rtol=1e-12, atol=1e-310)
+    else:
         assert model.surrogates_ == reference.statistics_.tolist()  # exact
     filled = np.array(model.transform(frame).select(*[f"o_{c}" for c in names]).collect(), dtype=np.float64)
     assert not np.isnan(filled).any()

@@ -14,9 +14,10 @@ The statistics here give the same number on every run and every cluster for
 the same rows in the same partitions (``SegmentAE.fit`` lays the training
 rows out by content hash):
 
-* :func:`exact_quantiles`: exact quantiles, interpolated linearly as numpy's
-  and scikit-learn's (``np.quantile``; ``SimpleImputer``'s median,
-  ``RobustScaler``'s quartiles). Exact integer counts per value bucket
+* :func:`exact_quantiles`: exact quantiles, interpolated linearly as
+  ``np.quantile`` and scikit-learn's ``RobustScaler`` do;
+  :func:`exact_medians`: exact medians, as ``np.median`` and scikit-learn's
+  ``SimpleImputer``. Exact integer counts per value bucket
   narrow each quantile down to a bracket of at most
   :data:`COLLECT_AT_MOST` values, which are brought to the driver and
   sorted. Each narrowing pass reads the data once: two passes for a million
@@ -77,23 +78,55 @@ def exact_quantiles(dataset: DataFrame, columns: list[str], probabilities: list[
     ``None`` for a column with no value (every row null or NaN).
     """
     values = [present(c) for c in columns]
+    ranges = _ranges(dataset, values)
+    # np.quantile's "linear" method: between ranks floor(h) and floor(h) + 1, h = (n - 1) p.
+    spots = [None if not n else [_spot(n, p) for p in probabilities] for n, _, _ in ranges]
+    found = _values_at_ranks(dataset, values, ranges, [[r for k, k1, _ in s or [] for r in (k, k1)] for s in spots])
+    return [None if s is None else [_lerp(found[(i, k)], found[(i, k1)], t) for k, k1, t in s] for i, s in enumerate(spots)]
+
+
+def exact_medians(dataset: DataFrame, columns: list[str]) -> list[float | None]:
+    """Each column's median exactly as ``np.median`` (and scikit-learn's ``SimpleImputer``) gives it.
+
+    For an even count that is the mean of the two middle values, which can
+    differ in the last bit from ``np.quantile(x, 0.5)``'s interpolation.
+    ``None`` for a column with no value.
+    """
+    values = [present(c) for c in columns]
+    ranges = _ranges(dataset, values)
+    middles = [None if not n else ((n - 1) // 2, n // 2) for n, _, _ in ranges]
+    found = _values_at_ranks(dataset, values, ranges, [list(m or ()) for m in middles])
+    medians: list[float | None] = []
+    for i, m in enumerate(middles):
+        if m is None:
+            medians.append(None)
+        else:
+            low, high = found[(i, m[0])], found[(i, m[1])]
+            medians.append(low if m[0] == m[1] else (low + high) / 2)
+    return medians
+
+
+def _ranges(dataset: DataFrame, values: list[Column]) -> list[tuple[int, float, float]]:
+    """(count, minimum, maximum) of each column's values."""
     row = dataset.agg(*[a for v in values for a in (F.count(v), F.min(v), F.max(v))]).first()  # small: 3 numbers per column
-    positions: list[list[tuple[int, int, float]] | None] = []
-    brackets: list[_Bracket] = []
-    for i in range(len(columns)):
-        n, low, high = row[3 * i], row[3 * i + 1], row[3 * i + 2]
-        if not n:
-            positions.append(None)
-            continue
-        # np.quantile's "linear" method: between ranks floor(h) and floor(h) + 1, h = (n - 1) p.
-        spots = []
-        for p in probabilities:
-            h = (n - 1) * p
-            k = math.floor(h)
-            spots.append((k, min(k + 1, n - 1), h - k))
-        positions.append(spots)
-        ranks = sorted({r for k, k1, _ in spots for r in (k, k1)})
-        brackets.append(_Bracket(i, float(low), float(high), 0, int(n), ranks))
+    return [(int(row[3 * i]), row[3 * i + 1], row[3 * i + 2]) for i in range(len(values))]
+
+
+def _spot(n: int, p: float) -> tuple[int, int, float]:
+    h = (n - 1) * p
+    k = math.floor(h)
+    return k, min(k + 1, n - 1), h - k
+
+
+def _values_at_ranks(
+    dataset: DataFrame, values: list[Column], ranges: list[tuple[int, float, float]], ranks: list[list[int]]
+) -> dict[tuple[int, int], float]:
+    """``{(column, rank): value}``: the value of each asked 0-based rank among each column's sorted values."""
+    brackets = [
+        _Bracket(i, float(low), float(high), 0, n, sorted(set(wanted)))
+        for i, ((n, low, high), wanted) in enumerate(zip(ranges, ranks))
+        if wanted
+    ]
     found: dict[tuple[int, int], float] = {}
     passes = sorted_values = 0
     while brackets:
@@ -116,15 +149,9 @@ def exact_quantiles(dataset: DataFrame, columns: list[str], probabilities: list[
         brackets = later + (_narrow(dataset, values, large) if large else [])
         passes += bool(large)
     logger.info(
-        "exact quantiles of %d column(s): %d narrowing pass(es), %d values sorted on the driver", len(columns), passes, sorted_values
+        "exact quantiles of %d column(s): %d narrowing pass(es), %d values sorted on the driver", len(values), passes, sorted_values
     )
-    result: list[list[float] | None] = []
-    for i, spots in enumerate(positions):
-        if spots is None:
-            result.append(None)
-            continue
-        result.append([_lerp(found[(i, k)], found[(i, k1)], t) for k, k1, t in spots])
-    return result
+    return found
 
 
 def _lerp(a: float, b: float, t: float) -> float:

@@ -26,7 +26,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segae_spark.errors import ConfigError, SchemaError
-from segae_spark.features.column_statistics import exact_quantiles, means_and_stds, most_frequent_values, present
+from segae_spark.features.column_statistics import exact_medians, means_and_stds, most_frequent_values, present
 from segae_spark.features.frequencies import most_frequent
 from segae_spark.features.persistence import PersistentStage
 from segae_spark.features.schema import column, source_column, stage_columns
@@ -64,7 +64,7 @@ class NumericImputer(Estimator, _NumericImputerParams, DefaultParamsWritable, De
             raise ConfigError(f"numeric impute strategy must be one of {NUMERIC_IMPUTE_STRATEGIES}, got {strategy!r}")
         inputs, outputs = stage_columns(self, dataset, "numeric column(s)")
         if strategy == "median":
-            surrogates = [None if q is None else q[0] for q in exact_quantiles(dataset, inputs, [0.5])]
+            surrogates = exact_medians(dataset, inputs)
         elif strategy == "mean":
             surrogates = [None if s is None else s[0] for s in means_and_stds(dataset, inputs)]
         else:
