@@ -226,22 +226,14 @@ def means_and_stds(dataset: DataFrame, columns: list[str]) -> list[tuple[float, 
     partition in Spark and the partial sums added exactly on the driver.
     """
     values = [present(c) for c in columns]
-    counts_sums = _partition_sums(dataset, [a for v in values for a in (F.count(v), F.sum(v))])
-    stats = []
-    means = []
-    for i in range(len(columns)):
-        n = sum(int(x) for x in counts_sums[2 * i])
-        means.append(math.fsum(float(x) for x in counts_sums[2 * i + 1]) / n if n else None)
-    squares = _partition_sums(dataset, [F.sum((v - F.lit(m)) * (v - F.lit(m))) for v, m in zip(values, means) if m is not None])
-    j = 0
-    for i, m in enumerate(means):
-        if m is None:
-            stats.append(None)
-            continue
-        n = sum(int(x) for x in counts_sums[2 * i])
-        stats.append((m, math.sqrt(math.fsum(float(x) for x in squares[j]) / n)))
-        j += 1
-    return stats
+    partials = _partition_sums(dataset, [a for v in values for a in (F.count(v), F.sum(v))])
+    counts = [sum(int(x) for x in partials[2 * i]) for i in range(len(values))]
+    means = [math.fsum(partials[2 * i + 1]) / n if n else None for i, n in enumerate(counts)]
+    kept = [i for i, m in enumerate(means) if m is not None]
+    deviations = [values[i] - F.lit(means[i]) for i in kept]
+    squares = _partition_sums(dataset, [F.sum(d * d) for d in deviations])
+    stds = {i: math.sqrt(math.fsum(s) / counts[i]) for i, s in zip(kept, squares)}
+    return [None if m is None else (m, stds[i]) for i, m in enumerate(means)]
 
 
 def _partition_sums(dataset: DataFrame, aggregates: list[Column]) -> list[list]:
