@@ -78,7 +78,7 @@ def exact_quantiles(dataset: DataFrame, columns: list[str], probabilities: list[
     ``None`` for a column with no value (every row null or NaN).
     """
     values = [present(c) for c in columns]
-    ranges = _ranges(dataset, values)
+    ranges = value_ranges(dataset, columns)
     # np.quantile's "linear" method: between ranks floor(h) and floor(h) + 1, h = (n - 1) p.
     spots = [None if not n else [_spot(n, p) for p in probabilities] for n, _, _ in ranges]
     found = _values_at_ranks(dataset, values, ranges, [[r for k, k1, _ in s or [] for r in (k, k1)] for s in spots])
@@ -93,7 +93,7 @@ def exact_medians(dataset: DataFrame, columns: list[str]) -> list[float | None]:
     ``None`` for a column with no value.
     """
     values = [present(c) for c in columns]
-    ranges = _ranges(dataset, values)
+    ranges = value_ranges(dataset, columns)
     middles = [None if not n else ((n - 1) // 2, n // 2) for n, _, _ in ranges]
     found = _values_at_ranks(dataset, values, ranges, [list(m or ()) for m in middles])
     medians: list[float | None] = []
@@ -106,10 +106,17 @@ def exact_medians(dataset: DataFrame, columns: list[str]) -> list[float | None]:
     return medians
 
 
-def _ranges(dataset: DataFrame, values: list[Column]) -> list[tuple[int, float, float]]:
-    """(count, minimum, maximum) of each column's values."""
+def value_ranges(dataset: DataFrame, columns: list[str]) -> list[tuple[int, float | None, float | None]]:
+    """(count, minimum, maximum) of each column's values, from one aggregation (exact in any order).
+
+    A minimum or maximum of zero is ``0.0`` (see the module doc); ``None`` for a column with no value.
+    """
+    values = [present(c) for c in columns]
     row = dataset.agg(*[a for v in values for a in (F.count(v), F.min(v), F.max(v))]).first()  # small: 3 numbers per column
-    return [(int(row[3 * i]), row[3 * i + 1], row[3 * i + 2]) for i in range(len(values))]
+    return [
+        (int(row[3 * i]), *(None if x is None else x + 0.0 for x in (row[3 * i + 1], row[3 * i + 2])))
+        for i in range(len(values))
+    ]
 
 
 def _spot(n: int, p: float) -> tuple[int, int, float]:

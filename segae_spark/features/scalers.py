@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 
 from segae_spark.errors import ConfigError, SchemaError
 from segae_spark.features.persistence import PersistentStage
-from segae_spark.features.column_statistics import exact_quantiles, means_and_stds, present
+from segae_spark.features.column_statistics import exact_quantiles, means_and_stds, value_ranges
 from segae_spark.features.schema import column, source_column, stage_columns
 from segae_spark.progress import logger
 
@@ -67,10 +67,7 @@ class ColumnScaler(Estimator, _ColumnScalerParams, DefaultParamsWritable, Defaul
         same rows give the same numbers on every run.
         """
         if method == "minmax":
-            exprs = [a for c in columns for a in (F.min(present(c)), F.max(present(c)))]
-            row = dataset.agg(*exprs).first()  # small: two numbers per column
-            # + 0.0: a minimum of 0.0 and -0.0 is either, by row order; the offset is always 0.0.
-            return [None if row[2 * i] is None else (row[2 * i] + 0.0, row[2 * i + 1] - row[2 * i]) for i in range(len(columns))]
+            return [None if not n else (low, high - low) for n, low, high in value_ranges(dataset, columns)]
         if method == "standard":
             return means_and_stds(dataset, columns)
         quartiles = exact_quantiles(dataset, columns, [0.25, 0.5, 0.75])
